@@ -1,0 +1,39 @@
+"""Shared test helpers: real timm models with random weights whose depth really varies."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from spd_core import ModelConfig, SPDModel
+
+
+@torch.no_grad()
+def vary_decoder(model: SPDModel, x: torch.Tensor, log_std: float = 0.5, seed: int = 0) -> SPDModel:
+    """Re-draw the FPN and local-path weights (He-normal, random biases) and scale ``dense_head``
+    so that log-depth on ``x`` has std ``log_std``: the default init gives a nearly flat map,
+    on which an exactness test could not fail."""
+    g = torch.Generator().manual_seed(seed)
+    for mod in [*model.fpn.modules(), *model.local.modules()]:
+        if isinstance(mod, nn.Conv2d):
+            fan_in = mod.weight[0].numel()
+            mod.weight.copy_(torch.randn(mod.weight.shape, generator=g) * math.sqrt(2.0 / fan_in))
+            mod.bias.copy_(torch.randn(mod.bias.shape, generator=g) * 0.1)
+    model.dense_head.weight.copy_(torch.randn(model.dense_head.weight.shape, generator=g))
+    was_training = model.training
+    model.eval()
+    std = model.decode_dense(model.encode(x.to(model.device))).log().std()
+    model.dense_head.weight.mul_(log_std / std)
+    model.train(was_training)
+    return model
+
+
+def random_model(encoder: str = "convnextv2_atto", size: tuple[int, int] = (64, 96), seed: int = 0,
+                 log_std: float = 0.5, **cfg) -> SPDModel:  # fmt: skip
+    """A real timm ConvNeXt V2 SPDModel with random weights and varied depth (eval mode)."""
+    torch.manual_seed(seed)
+    model = SPDModel(ModelConfig(encoder=encoder, **cfg)).eval()
+    x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(seed))
+    return vary_decoder(model, x, log_std, seed)
