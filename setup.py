@@ -53,7 +53,11 @@ setup(
     entry_points={
         "console_scripts": [
             "spd_node = spd_ros.spd_node:main",
+            "spd-train = spd_core.train:main",
+            "spd-eval = spd_core.evaluate:main",
             "spd-bench = spd_core.bench:main",
+            "spd-bag-eval = spd_ros.bag_eval:main",
+            "spd-demo = spd_ros.demo:main",
         ],
     },
 )
