@@ -56,7 +56,13 @@ class FeatureFusionBlock(nn.Module):
 
 
 class DPTFPN(nn.Module):
-    """L2 [B,C2,H/8,W/8], L3 [B,C3,H/16,W/16], L4 [B,C4,H/32,W/32] -> stride_8_map [B,D,H/8,W/8]."""
+    """L2 [B,C2,H/8,W/8], L3 [B,C3,H/16,W/16], L4 [B,C4,H/32,W/32] -> stride_8_map [B,D,H/8,W/8].
+
+    The plan's §5.3 code computes ``f2`` but only reads its shape, so L2 would never reach
+    ``stride_8_map`` ("multi-scale context from L2+L3+L4") and ``proj_l2`` would get no gradient.
+    We add ``f2`` to refinenet3's output — the add of the next DPT fusion step, without its
+    RCU — which keeps the plan's parameter count and MACs.
+    """
 
     def __init__(self, in_dims: tuple[int, int, int], dim: int = 64) -> None:
         super().__init__()
@@ -70,4 +76,4 @@ class DPTFPN(nn.Module):
     def forward(self, l2: torch.Tensor, l3: torch.Tensor, l4: torch.Tensor) -> torch.Tensor:
         f2, f3, f4 = self.proj_l2(l2), self.proj_l3(l3), self.proj_l4(l4)
         r4 = self.refinenet4(f4, size=f3.shape[-2:])
-        return self.refinenet3(r4, size=f2.shape[-2:], skip=f3)
+        return self.refinenet3(r4, size=f2.shape[-2:], skip=f3) + f2

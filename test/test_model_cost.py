@@ -1,0 +1,72 @@
+"""Parameter counts and MACs against the plan's tables (plan §5.4, §8, §11)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from spd_core import ModelConfig, SPDModel
+from spd_core.flops import count_macs
+from spd_core.local_path import WINDOW
+
+
+def n_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.fixture(scope="module")
+def tiny() -> SPDModel:
+    return SPDModel(ModelConfig(encoder="convnextv2_tiny")).eval()
+
+
+def test_parameter_counts_match_plan_tables(tiny: SPDModel) -> None:
+    """Plan: DPT fusion ~317K, local path ~246K, dense_head 33.
+
+    Exact: FPN 316,480 = projections 86,592 (Conv1×1 with bias + LN weight and bias: the plan's
+    "C×64 + 64×3") + refinenet4 78,016 + refinenet3 151,872; local path 246,240. The plan rounds.
+    """
+    assert tiny.encoder.feature_info.channels() == [96, 192, 384, 768]
+    assert n_params(tiny.fpn) == 316_480
+    assert n_params(tiny.local) == 246_240
+    assert n_params(tiny.dense_head) == 33
+    assert abs(n_params(tiny.fpn) - 317_000) / 317_000 < 0.01
+    assert abs(n_params(tiny.local) - 246_000) / 246_000 < 0.01
+    assert abs(n_params(tiny.encoder) - 27.9e6) / 27.9e6 < 0.05  # plan: ~28.6M incl. the classifier head
+
+
+def test_global_path_macs_match_plan(tiny: SPDModel) -> None:
+    """Plan §11.1: global DPT path at 416×544 is ~241M MACs."""
+    l2, l3, l4 = (torch.zeros(1, c, 416 // s, 544 // s) for c, s in ((192, 8), (384, 16), (768, 32)))
+    macs, _ = count_macs(lambda: tiny.fpn(l2, l3, l4))
+    assert macs == 240_787_456
+    assert abs(macs - 241e6) / 241e6 < 0.01
+
+
+def exact_path_macs(c1: int, dim: int = 64, head: int = 32) -> int:
+    """MACs of the window execution from the window table: out positions × Cin × Cout × k²."""
+    conv = {"s8_1": (dim, dim), "s8_2": (dim, dim), "m1": (dim, dim), "m2": (dim, dim),
+            "u1": (dim, dim), "u2": (dim, dim), "f": (dim, head)}  # fmt: skip
+    macs = sum(WINDOW[k] ** 2 * cin * cout * 9 for k, (cin, cout) in conv.items())
+    return macs + WINDOW["merge"] ** 2 * c1 * dim + WINDOW["f"] ** 2 * head  # proj_l1, dense_head
+
+
+def test_per_query_macs_of_exact_path(tiny: SPDModel) -> None:
+    """DESIGN §1: 11.1M MACs per query (plan's inexact cascade: 7.4M); target ≤ 1.6 × 7.4M."""
+    k = 64
+    s8, l1 = torch.zeros(1, 64, 52, 68), torch.zeros(1, 96, 104, 136)
+    bidx = torch.zeros(k, dtype=torch.long)
+    oy, ox = torch.randint(0, 415, (k,)), torch.randint(0, 543, (k,))
+    macs, _ = count_macs(lambda: tiny.dense_head(tiny.local.at_windows(s8, l1, bidx, oy, ox, (416, 544))))
+    per_query = macs / k
+    assert per_query == exact_path_macs(96)
+    assert abs(per_query - 11.1e6) / 11.1e6 < 0.01
+    assert per_query <= 1.6 * 7.4e6
+
+
+def test_query_cost_is_linear_in_k(tiny: SPDModel) -> None:
+    """O(K): the whole query call (gathers included) costs K × per-query MACs, nothing dense."""
+    feats = tiny.encode(torch.zeros(1, 3, 64, 96))
+    for k in (1, 10, 33):
+        uv = torch.rand(1, k, 2) * torch.tensor([95.0, 63.0])
+        macs, _ = count_macs(lambda uv=uv: tiny.query(feats, uv))
+        assert macs == k * exact_path_macs(96)
