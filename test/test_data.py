@@ -185,7 +185,7 @@ def test_nyu_bts_layout(tmp_path: Path) -> None:
         NYUDepthV2(tmp_path / "sync", tmp_path / "nope.txt")
     bad = tmp_path / "bad.txt"
     bad.write_text("bathroom/rgb_00099.jpg bathroom/sync_depth_00099.png 518.8579\n")
-    with pytest.raises(DataError, match="rgb_00099.jpg not found"):
+    with pytest.raises(DataError, match=r"rgb_00099\.jpg not found"):
         NYUDepthV2(tmp_path / "sync", bad)[0]
     bad.write_text("just_one_column.jpg\n")
     with pytest.raises(DataError, match="expected 'rgb depth focal'"):
