@@ -7,6 +7,7 @@ of queries in original-image pixels -> exact sparse metric depth, focal-scaled t
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,7 +51,10 @@ def image_to_tensor(image: np.ndarray, size: tuple[int, int], device: torch.devi
         image = np.repeat(image[:, :, None], 3, axis=2)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be uint8 [H,W,3] RGB or [H,W] mono, got {image.dtype} {image.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None].float() / 255.0
+    with warnings.catch_warnings():  # read-only buffers (np.frombuffer of a ROS message) are only read here
+        warnings.simplefilter("ignore", UserWarning)
+        x = torch.from_numpy(np.ascontiguousarray(image))
+    x = x.to(device).permute(2, 0, 1)[None].float() / 255.0
     if tuple(x.shape[-2:]) != tuple(size):
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
