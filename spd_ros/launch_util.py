@@ -1,0 +1,36 @@
+"""The command line that starts spd_node the way launch/spd.launch.py does (for tools and tests)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+SOURCE_PARAMS = Path(__file__).resolve().parent.parent / "config" / "spd.yaml"
+
+
+def default_params_file() -> Path:
+    """config/spd.yaml of the source tree, else the installed share/spd_ros/config/spd.yaml."""
+    if SOURCE_PARAMS.is_file():
+        return SOURCE_PARAMS
+    from ament_index_python.packages import get_package_share_directory
+
+    return Path(get_package_share_directory("spd_ros")) / "config" / "spd.yaml"
+
+
+def node_command(checkpoint: str | Path, params_file: str | Path | None = None, namespace: str = "",
+                 device: str | None = None, precision: str | None = None,
+                 extra_params: dict | None = None, remaps: dict[str, str] | None = None) -> list[str]:  # fmt: skip
+    """``spd_node --ros-args --params-file ... -p checkpoint:=... [-r __ns:=...]`` (console script beside
+    this Python)."""
+    exe = Path(sys.executable).parent / "spd_node"
+    cmd = [str(exe), "--ros-args", "--params-file", str(params_file or default_params_file())]
+    params = {"checkpoint": str(checkpoint), "device": device, "precision": precision, **(extra_params or {})}
+    for key, value in params.items():
+        if value is not None:
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            cmd += ["-p", f"{key}:={text}"]
+    if namespace:
+        cmd += ["-r", f"__ns:=/{namespace.strip('/')}"]
+    for src, dst in (remaps or {}).items():
+        cmd += ["-r", f"{src}:={dst}"]
+    return cmd

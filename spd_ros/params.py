@@ -1,0 +1,85 @@
+"""spd_node parameters: declared up front with descriptions and ranges; defaults in config/spd.yaml."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, qos_profile_sensor_data, qos_profile_system_default
+
+RUNTIME = ("stamp_tolerance", "query_timeout", "max_queries", "publish_dense")  # changeable while running
+QOS = {"sensor_data": qos_profile_sensor_data, "system_default": qos_profile_system_default, "reliable": None}
+
+
+@dataclass
+class NodeParams:
+    checkpoint: str = ""
+    device: str = "auto"
+    precision: str = "fp32"
+    input_height: int = 0
+    input_width: int = 0
+    cache_size: int = 8
+    queue_size: int = 64
+    stamp_tolerance: float = 0.005
+    query_timeout: float = 0.5
+    max_queries: int = 4096
+    grid_cols: int = 0
+    grid_rows: int = 0
+    publish_dense: bool = False
+    focal_scaling: bool = True
+    compressed: bool = False
+    qos: str = "sensor_data"
+    qos_depth: int = 5
+
+
+def _ints(lo: int, hi: int, step: int = 1) -> IntegerRange:
+    return IntegerRange(from_value=lo, to_value=hi, step=step)
+
+
+def _floats(lo: float, hi: float) -> FloatingPointRange:
+    return FloatingPointRange(from_value=lo, to_value=hi, step=0.0)
+
+
+DESCRIPTIONS = {
+    "checkpoint": ("spd_ros checkpoint (.pt) written by spd-train; required", None),
+    "device": ("auto | cpu | cuda | cuda:N", None),
+    "precision": ("fp32 | fp16 (CUDA) | bf16", None),
+    "input_height": ("network input height (multiple of 32); 0 = the checkpoint's", _ints(0, 4096, 32)),
+    "input_width": ("network input width (multiple of 32); 0 = the checkpoint's", _ints(0, 4096, 32)),
+    "cache_size": ("encoded frames kept for stamp-matched queries", _ints(1, 256)),
+    "queue_size": ("query messages waiting for their frame; the oldest is dropped when full", _ints(1, 10000)),
+    "stamp_tolerance": ("s: a query matches a frame whose stamp is this close", _floats(0.0, 10.0)),
+    "query_timeout": ("s: how long a query waits for a frame not encoded yet", _floats(0.0, 60.0)),
+    "max_queries": ("points per query message; larger messages are rejected", _ints(1, 1000000)),
+    "grid_cols": ("fixed query grid answered on every frame: columns (0 = off)", _ints(0, 1024)),
+    "grid_rows": ("fixed query grid answered on every frame: rows (0 = off)", _ints(0, 1024)),
+    "publish_dense": ("also publish the dense 32FC1 depth map on 'depth' (when subscribed)", None),
+    "focal_scaling": ("scale metric depth by the camera's focal length (needs camera_info)", None),
+    "compressed": ("subscribe to image/compressed (CompressedImage) instead of image", None),
+    "qos": ("subscription QoS: sensor_data | reliable | system_default", None),
+    "qos_depth": ("subscription queue depth", _ints(1, 1000)),
+}
+
+
+def declare(node: Node) -> NodeParams:
+    """Declare every parameter with its description and range; return their values."""
+    defaults = NodeParams()
+    values = {}
+    for name, (text, rng) in DESCRIPTIONS.items():
+        desc = ParameterDescriptor(description=text, read_only=name not in RUNTIME)
+        if isinstance(rng, IntegerRange):
+            desc.integer_range = [rng]
+        elif isinstance(rng, FloatingPointRange):
+            desc.floating_point_range = [rng]
+        values[name] = node.declare_parameter(name, getattr(defaults, name), desc).value
+    return NodeParams(**values)
+
+
+def qos_profile(name: str, depth: int) -> QoSProfile:
+    if name not in QOS:
+        raise ValueError(f"qos {name!r} is not one of {', '.join(QOS)}")
+    if name == "reliable":
+        return QoSProfile(depth=depth)
+    base = QOS[name]
+    return QoSProfile(history=base.history, depth=depth, reliability=base.reliability, durability=base.durability)

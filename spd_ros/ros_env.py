@@ -1,0 +1,37 @@
+"""ROS environment for processes this package starts: localhost-only discovery, own domain.
+
+Fast DDS otherwise multicasts discovery onto the network. A robot's own settings win where they
+are given (``setdefault``); the Makefile and the tests always set both variables.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+DEFAULT_DOMAIN_ID = "57"
+
+
+def _ament_prefix(current: str | None) -> str:
+    parts = [p for p in (current or "").split(os.pathsep) if p]
+    return os.pathsep.join(parts if sys.prefix in parts else [*parts, sys.prefix])
+
+
+def local_ros_env(domain_id: int | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
+    """A copy of the environment for a child ROS process: LOCALHOST discovery, ``ROS_DOMAIN_ID``
+    (``domain_id``, else the current one, else the package default), ``AMENT_PREFIX_PATH`` with this
+    Python's prefix (the ROS wheels register their packages there)."""
+    env = dict(os.environ if base is None else base)
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    if domain_id is not None:
+        env["ROS_DOMAIN_ID"] = str(int(domain_id))
+    env.setdefault("ROS_DOMAIN_ID", DEFAULT_DOMAIN_ID)
+    env["AMENT_PREFIX_PATH"] = _ament_prefix(env.get("AMENT_PREFIX_PATH"))
+    return env
+
+
+def apply_local_defaults() -> None:
+    """Before rclpy.init() in this process: discovery stays on this machine unless configured."""
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    os.environ.setdefault("ROS_DOMAIN_ID", DEFAULT_DOMAIN_ID)
+    os.environ["AMENT_PREFIX_PATH"] = _ament_prefix(os.environ.get("AMENT_PREFIX_PATH"))

@@ -1,0 +1,201 @@
+"""spd_node: camera images and query pixels in, metric depth and 3D points out (DESIGN §4).
+
+Subscribes ``image`` (or ``image/compressed``), ``camera_info``, ``queries`` (PolygonStamped, x=u
+y=v) and ``query_points`` (PointCloud2 with float32 u, v and optional id); publishes
+``depth_points`` (PointCloud2 x,y,z,u,v,depth[,id], one point per query, in order), ``depth``
+(32FC1, with ``publish_dense``) and ``/diagnostics``. The model runs in one worker thread
+(:mod:`spd_ros.worker`); callbacks only convert and enqueue.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections import Counter
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PolygonStamped
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import QoSProfile
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+
+from spd_core.checkpoint import CheckpointError
+from spd_core.predictor import DepthPredictor
+from spd_ros import conversions as conv
+from spd_ros.params import RUNTIME, declare, qos_profile
+from spd_ros.ros_env import apply_local_defaults
+from spd_ros.worker import Answer, DepthWorker, ImageJob, QueryJob, WorkerSettings
+
+THROTTLE_S = 5.0
+
+
+class StartupError(RuntimeError):
+    """The node cannot start (bad checkpoint or parameters); the message says what to do."""
+
+
+class SpdNode(Node):
+    def __init__(self) -> None:
+        super().__init__("spd_node")
+        p = self.params = declare(self)
+        if not p.checkpoint:
+            raise StartupError("parameter 'checkpoint' is empty; pass -p checkpoint:=/path/model.pt")
+        size = (p.input_height, p.input_width) if p.input_height and p.input_width else None
+        try:
+            predictor = DepthPredictor.from_checkpoint(p.checkpoint, p.device, p.precision, size, p.focal_scaling)
+        except (CheckpointError, ValueError) as e:
+            raise StartupError(str(e)) from None
+        self.rejected: Counter[str] = Counter()
+        self._intrinsics: tuple[tuple[float, float, float, float], tuple[int, int]] | None = None
+        self._lock = threading.Lock()
+        settings = WorkerSettings(p.stamp_tolerance, p.query_timeout, (p.grid_cols, p.grid_rows), p.publish_dense)
+        self.worker = DepthWorker(predictor, self._publish_answer, p.cache_size, p.queue_size, settings,
+                                  self._publish_dense, p.focal_scaling)  # fmt: skip
+        sub_qos = qos_profile(p.qos, p.qos_depth)
+        if p.compressed:
+            self.create_subscription(CompressedImage, "image/compressed", self._on_compressed, sub_qos)
+        else:
+            self.create_subscription(Image, "image", self._on_image, sub_qos)
+        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, sub_qos)
+        self.create_subscription(PolygonStamped, "queries", self._on_queries, sub_qos)
+        self.create_subscription(PointCloud2, "query_points", self._on_query_points, sub_qos)
+        self.pub_points = self.create_publisher(PointCloud2, "depth_points", QoSProfile(depth=50))
+        self.pub_depth = self.create_publisher(Image, "depth", QoSProfile(depth=2))
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", QoSProfile(depth=10))
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.create_timer(1.0, self._publish_diagnostics)
+        self.worker.start()
+        self.get_logger().info(
+            f"spd_node ready: {p.checkpoint} on {predictor.device} ({p.precision}), input {predictor.input_size}, "
+            f"listening on {'image/compressed' if p.compressed else 'image'}"
+        )
+
+    # --- inputs -----------------------------------------------------------------------------------
+
+    def _reject(self, reason: str, text: str) -> None:
+        self.rejected[reason] += 1
+        self.get_logger().warning(f"rejected {reason}: {text}", throttle_duration_sec=THROTTLE_S)
+
+    def _submit_image(self, header, image: np.ndarray) -> None:
+        intr = None
+        with self._lock:
+            if self._intrinsics is not None:
+                (fx, fy, cx, cy), (w, h) = self._intrinsics
+                sx, sy = image.shape[1] / w, image.shape[0] / h  # camera_info of another resolution
+                intr = (fx * sx, fy * sy, (cx + 0.5) * sx - 0.5, (cy + 0.5) * sy - 0.5)
+        self.worker.submit_image(ImageJob(conv.stamp_ns(header), header, image, intr))
+
+    def _on_image(self, msg: Image) -> None:
+        try:
+            image = conv.image_to_numpy(msg)
+        except conv.ImageFormatError as e:
+            return self._reject("image", str(e))
+        self._submit_image(msg.header, image)
+
+    def _on_compressed(self, msg: CompressedImage) -> None:
+        try:
+            image = conv.compressed_to_numpy(msg)
+        except conv.ImageFormatError as e:
+            return self._reject("image", str(e))
+        self._submit_image(msg.header, image)
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        try:
+            intr = conv.intrinsics(msg)
+        except ValueError as e:
+            return self._reject("camera_info", str(e))
+        if msg.width <= 0 or msg.height <= 0:
+            return self._reject("camera_info", f"camera_info size {msg.width}x{msg.height}")
+        with self._lock:
+            self._intrinsics = (intr, (msg.width, msg.height))
+
+    def _submit_query(self, header, uv: np.ndarray, ids: np.ndarray | None) -> None:
+        limit = self.get_parameter("max_queries").value
+        if len(uv) > limit:
+            return self._reject("too_many_queries", f"{len(uv)} points > max_queries={limit}")
+        self.worker.submit_query(QueryJob(conv.stamp_ns(header), header, uv, ids))
+
+    def _on_queries(self, msg: PolygonStamped) -> None:
+        uv = np.array([(p.x, p.y) for p in msg.polygon.points], np.float32).reshape(-1, 2)
+        self._submit_query(msg.header, uv, None)
+
+    def _on_query_points(self, msg: PointCloud2) -> None:
+        names = ("u", "v", "id") if any(f.name == "id" for f in msg.fields) else ("u", "v")
+        try:
+            cols = conv.pointcloud2_fields(msg, names)
+        except ValueError as e:
+            return self._reject("query_points", str(e))
+        uv = np.stack([cols["u"], cols["v"]], 1).astype(np.float32)
+        self._submit_query(msg.header, uv, cols.get("id"))
+
+    # --- outputs ----------------------------------------------------------------------------------
+
+    def _publish_answer(self, a: Answer) -> None:
+        cols = {"x": a.xyz[:, 0], "y": a.xyz[:, 1], "z": a.xyz[:, 2], "u": a.uv[:, 0].astype(np.float32),
+                "v": a.uv[:, 1].astype(np.float32), "depth": a.depth.astype(np.float32)}  # fmt: skip
+        if a.ids is not None:
+            cols["id"] = a.ids
+        self.pub_points.publish(conv.make_pointcloud2(a.header, cols))
+
+    def _publish_dense(self, header, depth: np.ndarray) -> None:
+        if self.pub_depth.get_subscription_count() > 0:
+            self.pub_depth.publish(conv.depth_image(header, depth))
+
+    def _publish_diagnostics(self) -> None:
+        w = self.worker
+        values = {**w.counts, **w.queue_lengths(), "encode_ms_last": round(w.last_encode_ms, 2)}
+        values.update({f"rejected_{k}": v for k, v in self.rejected.items()})
+        level = DiagnosticStatus.ERROR if w.error else DiagnosticStatus.OK
+        status = DiagnosticStatus(level=level, name=f"{self.get_name()}: depth", hardware_id="spd_ros",
+                                  message=f"error: {w.error}" if w.error else "ok")  # fmt: skip
+        status.values = [KeyValue(key=str(k), value=str(v)) for k, v in sorted(values.items())]
+        self.pub_diag.publish(DiagnosticArray(header=self._stamp_header(), status=[status]))
+
+    def _stamp_header(self):
+        from std_msgs.msg import Header
+
+        return Header(stamp=self.get_clock().now().to_msg())
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        s = self.worker.settings
+        for prm in params:
+            if prm.name not in RUNTIME:
+                return SetParametersResult(successful=False, reason=f"{prm.name} can only be set at start-up")
+        for prm in params:
+            if prm.name == "stamp_tolerance":
+                s.stamp_tolerance_s = float(prm.value)
+            elif prm.name == "query_timeout":
+                s.query_timeout_s = float(prm.value)
+            elif prm.name == "publish_dense":
+                s.publish_dense = bool(prm.value)
+        return SetParametersResult(successful=True)
+
+    def destroy_node(self) -> None:
+        self.worker.stop()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    apply_local_defaults()
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = SpdNode()
+        rclpy.spin(node)
+    except StartupError as e:
+        print(f"spd_node: error: {e}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""The one thread that owns the model: encodes the newest image, answers queries from the cache.
+
+No rclpy here: the node hands in decoded images and query pixels and gets answers back through a
+callback, so scheduling, stamp matching and bounded queues are tested without ROS.
+
+* Images are latest-wins: an image that arrives while the encoder is busy replaces the pending
+  one (the replaced one is counted as dropped).
+* Queries wait in a bounded FIFO: stamp 0 takes the newest frame; another stamp takes the cached
+  frame within ``stamp_tolerance``, waits up to ``query_timeout`` for a frame that may still come,
+  and is otherwise answered with NaNs and counted as unmatched. A full queue drops its oldest
+  query (counted).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from spd_core.predictor import DepthPredictor, Frame, back_project
+from spd_ros.frame_cache import FrameCache
+
+log = logging.getLogger(__name__)
+
+Intrinsics = tuple[float, float, float, float]  # fx, fy, cx, cy (image pixels)
+
+
+@dataclass
+class ImageJob:
+    stamp_ns: int
+    header: Any  # echoed on every answer for this frame
+    image: np.ndarray  # uint8 RGB [H,W,3] or mono [H,W]
+    intrinsics: Intrinsics | None
+    received: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class QueryJob:
+    stamp_ns: int  # 0 = newest frame
+    header: Any  # used for the answer when no frame matches
+    uv: np.ndarray  # float32 [K,2] image pixels
+    ids: np.ndarray | None = None
+    received: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Answer:
+    header: Any  # the image's header (the query's when unmatched)
+    uv: np.ndarray
+    depth: np.ndarray  # float32 [K], NaN where invalid
+    xyz: np.ndarray  # float32 [K,3] optical frame, NaN without intrinsics
+    ids: np.ndarray | None
+    matched: bool
+    latency_s: float
+
+
+@dataclass
+class CachedFrame:
+    frame: Frame
+    header: Any
+    intrinsics: Intrinsics | None
+
+
+@dataclass
+class WorkerSettings:
+    """Run-time settings (the node updates them from parameters)."""
+
+    stamp_tolerance_s: float = 0.005
+    query_timeout_s: float = 0.5
+    grid: tuple[int, int] = (0, 0)  # (nx, ny) answered for every frame; (0, 0) = off
+    publish_dense: bool = False
+
+
+class DepthWorker:
+    """Owns ``predictor``; call :meth:`start`, feed :meth:`submit_image` / :meth:`submit_query`."""
+
+    def __init__(self, predictor: DepthPredictor, on_answer: Callable[[Answer], None], cache_size: int = 8,
+                 queue_size: int = 64, settings: WorkerSettings | None = None,
+                 on_dense: Callable[[Any, np.ndarray], None] | None = None,
+                 focal_scaling: bool = True) -> None:  # fmt: skip
+        self.predictor, self.on_answer, self.on_dense = predictor, on_answer, on_dense
+        self.settings = settings or WorkerSettings()
+        self.focal_scaling = focal_scaling
+        self.cache: FrameCache[CachedFrame] = FrameCache(cache_size)
+        self._queries: deque[QueryJob] = deque()
+        self.queue_size = int(queue_size)
+        self._pending: ImageJob | None = None
+        self._cond = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="spd_worker", daemon=True)
+        self.counts: Counter[str] = Counter()
+        self.last_encode_ms = float("nan")
+        self.error: BaseException | None = None
+
+    # --- producer side (ROS callbacks; never block on the model) ---------------------------------
+
+    def submit_image(self, job: ImageJob) -> None:
+        with self._cond:
+            self.counts["images_received"] += 1
+            if self._pending is not None:
+                self.counts["images_dropped"] += 1
+            self._pending = job
+            self._cond.notify()
+
+    def submit_query(self, job: QueryJob) -> None:
+        with self._cond:
+            self.counts["query_messages"] += 1
+            if len(self._queries) >= self.queue_size:
+                self._queries.popleft()
+                self.counts["query_messages_dropped"] += 1
+            self._queries.append(job)
+            self._cond.notify()
+
+    def queue_lengths(self) -> dict[str, int]:
+        with self._cond:
+            return {"queries_waiting": len(self._queries), "image_pending": int(self._pending is not None),
+                    "frames_cached": len(self.cache)}  # fmt: skip
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    # --- the worker thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._stop and self._pending is None and not self._queries:
+                    self._cond.wait(0.05)
+                if self._stop:
+                    return
+                image, self._pending = self._pending, None
+            try:
+                self._service_queries()
+                if image is not None:
+                    self._encode(image)
+                    self._service_queries()
+            except Exception as e:  # the node keeps running; the error is counted and logged
+                self.error = e
+                self.counts["worker_errors"] += 1
+                log.exception("spd_node worker: %s", e)
+
+    def _encode(self, job: ImageJob) -> None:
+        t0 = time.perf_counter()
+        fx = job.intrinsics[0] if (job.intrinsics and self.focal_scaling) else None
+        frame = self.predictor.encode(job.image, fx=fx)
+        self.last_encode_ms = (time.perf_counter() - t0) * 1e3
+        cached = CachedFrame(frame, job.header, job.intrinsics)
+        self.cache.put(job.stamp_ns, cached)
+        self.counts["frames_encoded"] += 1
+        nx, ny = self.settings.grid
+        if nx > 0 and ny > 0:
+            from spd_core.bag_eval import grid_pixels
+
+            self._answer(QueryJob(job.stamp_ns, job.header, grid_pixels(*frame.image_size, nx, ny)), cached)
+        if self.settings.publish_dense and self.on_dense is not None:
+            self.on_dense(job.header, self.predictor.dense(frame))
+
+    def _service_queries(self) -> None:
+        """Answer every waiting query whose frame is here; NaN-answer those that cannot match."""
+        with self._cond:
+            jobs = list(self._queries)
+            self._queries.clear()
+        tol = int(self.settings.stamp_tolerance_s * 1e9)
+        now = time.monotonic()
+        waiting = []
+        for job in jobs:
+            hit = self.cache.newest() if job.stamp_ns == 0 else self.cache.find(job.stamp_ns, tol)
+            if hit is not None:
+                self._answer(job, hit[1])
+            elif now - job.received < self.settings.query_timeout_s and (
+                job.stamp_ns == 0 or self.cache.may_arrive(job.stamp_ns, tol)
+            ):
+                waiting.append(job)
+            else:
+                self.counts["queries_unmatched"] += len(job.uv)
+                self.counts["query_messages_unmatched"] += 1
+                self._answer(job, None)
+        if waiting:
+            with self._cond:
+                self._queries.extendleft(reversed(waiting))
+
+    def _answer(self, job: QueryJob, cached: CachedFrame | None) -> None:
+        k = len(job.uv)
+        if cached is None:
+            depth = np.full(k, np.nan, np.float32)
+            xyz = np.full((k, 3), np.nan, np.float32)
+            header = job.header
+        else:
+            depth = self.predictor.query(cached.frame, job.uv)
+            intr = cached.intrinsics
+            xyz = back_project(job.uv, depth, *intr) if intr else np.full((k, 3), np.nan, np.float32)
+            header = cached.header
+            self.counts["queries_answered"] += k
+        self.on_answer(Answer(header, job.uv, depth, xyz, job.ids, cached is not None, time.monotonic() - job.received))
