@@ -66,6 +66,9 @@ def pointcloud2_fields(msg: PointCloud2, names: Sequence[str]) -> dict[str, np.n
         if f.datatype not in _FIELD_DTYPES:
             raise ValueError(f"PointCloud2 field {name} has unknown datatype {f.datatype}")
         dt = np.dtype(_FIELD_DTYPES[f.datatype]).newbyteorder(">" if msg.is_bigendian else "<")
+        if n == 0:
+            out[name] = np.zeros(0, dt.newbyteorder("="))
+            continue
         out[name] = np.ndarray((n,), dt, buf, f.offset, (msg.point_step,)).astype(dt.newbyteorder("="))
     return out
 

@@ -1,0 +1,181 @@
+"""Real ROS 2 for tests: spd_node in its own process, a test node in this one, Fast DDS on localhost.
+
+Every process gets ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and its own ``ROS_DOMAIN_ID``.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from spd_ros.launch_util import node_command
+from spd_ros.ros_env import local_ros_env
+
+_DOMAINS = iter(range(1 + os.getpid() % 40, 233))
+
+
+def fresh_domain_id() -> int:
+    """A domain id of its own for each test module (and per pytest process)."""
+    return next(_DOMAINS)
+
+
+class NodeProcess:
+    """spd_node started from its console script with config/spd.yaml (as the launch file does)."""
+
+    def __init__(self, checkpoint: Path, domain_id: int, log_dir: Path, **params) -> None:
+        self.log = log_dir / f"spd_node_{domain_id}.log"
+        self.cmd = node_command(checkpoint, device="cpu", extra_params=params)
+        self.proc = subprocess.Popen(self.cmd, env=local_ros_env(domain_id), stdout=open(self.log, "w"),
+                                     stderr=subprocess.STDOUT)  # fmt: skip
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+class RosHarness:
+    """A test node: publishers for spd_node's inputs, subscribers for its outputs."""
+
+    def __init__(self, domain_id: int) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from geometry_msgs.msg import PolygonStamped
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import QoSProfile
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+
+        os.environ.update(local_ros_env(domain_id))
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx)
+        self.node = rclpy.create_node("spd_test", context=self.ctx)
+        qos = QoSProfile(depth=100)
+        self.pub = {
+            "image": self.node.create_publisher(Image, "image", qos),
+            "image/compressed": self.node.create_publisher(CompressedImage, "image/compressed", qos),
+            "camera_info": self.node.create_publisher(CameraInfo, "camera_info", qos),
+            "queries": self.node.create_publisher(PolygonStamped, "queries", qos),
+            "query_points": self.node.create_publisher(PointCloud2, "query_points", qos),
+        }
+        self.answers: queue.Queue = queue.Queue()
+        self.diag: queue.Queue = queue.Queue()
+        self.node.create_subscription(PointCloud2, "depth_points", lambda m: self.answers.put((time.monotonic(), m)), qos)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: self.diag.put((time.monotonic(), m)), qos)
+        self.executor = SingleThreadedExecutor(context=self.ctx)
+        self.executor.add_node(self.node)
+        self._spin = threading.Thread(target=self.executor.spin, daemon=True)
+        self._spin.start()
+
+    def wait_ready(self, proc: NodeProcess, topics: tuple[str, ...] = ("image", "queries"), timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.proc.poll() is not None:
+                raise RuntimeError(f"spd_node exited ({proc.proc.returncode}):\n{proc.output()}")
+            if all(self.pub[t].get_subscription_count() > 0 for t in topics) and \
+                    self.node.count_publishers("depth_points") > 0:  # fmt: skip
+                time.sleep(0.5)  # the reverse direction matches too
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"spd_node not discovered in {timeout} s:\n{proc.output()}")
+
+    @staticmethod
+    def header(stamp: float, frame_id: str = "cam"):
+        from std_msgs.msg import Header
+
+        h = Header(frame_id=frame_id)
+        h.stamp.sec, h.stamp.nanosec = int(stamp), int(round((stamp - int(stamp)) * 1e9))
+        return h
+
+    def publish(self, topic: str, msg) -> None:
+        self.pub[topic].publish(msg)
+
+    def send_image(self, image: np.ndarray, stamp: float, encoding: str = "rgb8") -> None:
+        from spd_ros.conversions import rgb_image
+
+        self.publish("image", rgb_image(self.header(stamp), image, encoding))
+
+    def send_camera_info(self, fx: float, fy: float, cx: float, cy: float, size: tuple[int, int]) -> None:
+        from sensor_msgs.msg import CameraInfo
+
+        msg = CameraInfo(header=self.header(0.0), height=size[0], width=size[1])
+        msg.k = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]
+        self.publish("camera_info", msg)
+
+    def send_queries(self, stamp: float, uv) -> None:
+        from geometry_msgs.msg import Point32, PolygonStamped
+
+        msg = PolygonStamped(header=self.header(stamp))
+        msg.polygon.points = [Point32(x=float(u), y=float(v), z=0.0) for u, v in uv]
+        self.publish("queries", msg)
+
+    def send_query_points(self, stamp: float, uv: np.ndarray, ids: np.ndarray | None = None) -> None:
+        from spd_ros.conversions import make_pointcloud2
+
+        cols = {"u": uv[:, 0].astype(np.float32), "v": uv[:, 1].astype(np.float32)}
+        if ids is not None:
+            cols["id"] = ids
+        self.publish("query_points", make_pointcloud2(self.header(stamp), cols))
+
+    def next_answer(self, timeout: float = 15.0) -> dict:
+        """The next depth_points message as {"stamp", "frame_id", "t", field arrays...}."""
+        from spd_ros.conversions import pointcloud2_fields, stamp_ns
+
+        t, msg = self.answers.get(timeout=timeout)
+        out = pointcloud2_fields(msg, [f.name for f in msg.fields])
+        out.update(stamp=stamp_ns(msg.header) / 1e9, frame_id=msg.header.frame_id, t=t, n=msg.width)
+        return out
+
+    def no_answer(self, wait: float) -> bool:
+        try:
+            self.answers.get(timeout=wait)
+        except queue.Empty:
+            return True
+        return False
+
+    def diagnostics(self, timeout: float = 5.0) -> dict[str, str]:
+        """Key/values of the first /diagnostics message received from now on."""
+        start = time.monotonic()
+        while True:
+            t, msg = self.diag.get(timeout=max(0.1, timeout - (time.monotonic() - start)))
+            if t >= start and msg.status:
+                return {kv.key: kv.value for kv in msg.status[0].values}
+
+    def wait_counter(self, key: str, at_least: int, timeout: float = 10.0) -> int:
+        """Poll /diagnostics until counter ``key`` reaches ``at_least``; returns its value."""
+        deadline, value = time.monotonic() + timeout, 0
+        while time.monotonic() < deadline:
+            try:
+                value = int(self.diagnostics(timeout=3.0).get(key, 0))
+            except queue.Empty:
+                continue
+            if value >= at_least:
+                return value
+        raise AssertionError(f"diagnostics counter {key} = {value}, expected >= {at_least}")
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.ctx)
