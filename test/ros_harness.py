@@ -32,8 +32,9 @@ class NodeProcess:
     def __init__(self, checkpoint: Path, domain_id: int, log_dir: Path, **params) -> None:
         self.log = log_dir / f"spd_node_{domain_id}.log"
         self.cmd = node_command(checkpoint, device="cpu", extra_params=params)
-        self.proc = subprocess.Popen(self.cmd, env=local_ros_env(domain_id), stdout=open(self.log, "w"),
-                                     stderr=subprocess.STDOUT)  # fmt: skip
+        self.proc = subprocess.Popen(
+            self.cmd, env=local_ros_env(domain_id), stdout=open(self.log, "w"), stderr=subprocess.STDOUT
+        )
 
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -80,20 +81,28 @@ class RosHarness:
         }
         self.answers: queue.Queue = queue.Queue()
         self.diag: queue.Queue = queue.Queue()
-        self.node.create_subscription(PointCloud2, "depth_points", lambda m: self.answers.put((time.monotonic(), m)), qos)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: self.diag.put((time.monotonic(), m)), qos)
+        self.node.create_subscription(
+            PointCloud2, "depth_points", lambda m: self.answers.put((time.monotonic(), m)), qos
+        )
+        self.node.create_subscription(
+            DiagnosticArray, "/diagnostics", lambda m: self.diag.put((time.monotonic(), m)), qos
+        )
         self.executor = SingleThreadedExecutor(context=self.ctx)
         self.executor.add_node(self.node)
         self._spin = threading.Thread(target=self.executor.spin, daemon=True)
         self._spin.start()
 
-    def wait_ready(self, proc: NodeProcess, topics: tuple[str, ...] = ("image", "queries"), timeout: float = 90) -> None:
+    def wait_ready(
+        self, proc: NodeProcess, topics: tuple[str, ...] = ("image", "queries"), timeout: float = 90
+    ) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.proc.poll() is not None:
                 raise RuntimeError(f"spd_node exited ({proc.proc.returncode}):\n{proc.output()}")
-            if all(self.pub[t].get_subscription_count() > 0 for t in topics) and \
-                    self.node.count_publishers("depth_points") > 0:  # fmt: skip
+            if (
+                all(self.pub[t].get_subscription_count() > 0 for t in topics)
+                and self.node.count_publishers("depth_points") > 0
+            ):
                 time.sleep(0.5)  # the reverse direction matches too
                 return
             time.sleep(0.1)
@@ -104,7 +113,7 @@ class RosHarness:
         from std_msgs.msg import Header
 
         h = Header(frame_id=frame_id)
-        h.stamp.sec, h.stamp.nanosec = int(stamp), int(round((stamp - int(stamp)) * 1e9))
+        h.stamp.sec, h.stamp.nanosec = int(stamp), round((stamp - int(stamp)) * 1e9)
         return h
 
     def publish(self, topic: str, msg) -> None:

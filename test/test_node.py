@@ -39,8 +39,14 @@ def predictor(model_and_ckpt) -> DepthPredictor:
 @pytest.fixture(scope="module")
 def ros(model_and_ckpt, tmp_path_factory) -> Iterator[tuple[RosHarness, NodeProcess]]:
     domain = fresh_domain_id()
-    node = NodeProcess(model_and_ckpt[2], domain, tmp_path_factory.mktemp("logs"), query_timeout=2.0,
-                       max_queries=MAX_QUERIES, stamp_tolerance=0.001)  # fmt: skip
+    node = NodeProcess(
+        model_and_ckpt[2],
+        domain,
+        tmp_path_factory.mktemp("logs"),
+        query_timeout=2.0,
+        max_queries=MAX_QUERIES,
+        stamp_tolerance=0.001,
+    )
     harness = RosHarness(domain)
     try:
         harness.wait_ready(node, ("image", "queries", "query_points", "camera_info"))
@@ -144,17 +150,21 @@ def test_bad_images_are_rejected_and_counted(ros, predictor: DepthPredictor) -> 
         _still_answers(harness)
     padded = np.zeros((H, W * 3 + 16), np.uint8)  # rows padded to a longer step: valid
     padded[:, : W * 3] = good.reshape(H, W * 3)
-    harness.publish("image", Image(header=harness.header(33.0), height=H, width=W, encoding="rgb8", step=W * 3 + 16,
-                                   data=padded.tobytes()))  # fmt: skip
+    harness.publish(
+        "image",
+        Image(header=harness.header(33.0), height=H, width=W, encoding="rgb8", step=W * 3 + 16, data=padded.tobytes()),
+    )
     uv = uv_points(5, seed=4)
     harness.send_queries(33.0, uv)
-    np.testing.assert_allclose(harness.next_answer()["depth"], predictor.query(predictor.encode(good, fx=FX), uv),
-                               rtol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        harness.next_answer()["depth"], predictor.query(predictor.encode(good, fx=FX), uv), rtol=1e-5
+    )
     bgr = image(34)
     harness.send_image(bgr, 34.0, encoding="bgr8")
     harness.send_queries(34.0, uv)
-    np.testing.assert_allclose(harness.next_answer()["depth"], predictor.query(predictor.encode(bgr, fx=FX), uv),
-                               rtol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        harness.next_answer()["depth"], predictor.query(predictor.encode(bgr, fx=FX), uv), rtol=1e-5
+    )
 
 
 def test_bad_queries(ros) -> None:
@@ -188,8 +198,13 @@ def test_bad_checkpoint_fails_at_start(tmp_path: Path, damage: str) -> None:
     path = tmp_path / "model.pt"
     if damage == "corrupt":
         path.write_bytes(b"not a checkpoint")
-    run = subprocess.run(node_command(path, device="cpu"), env=local_ros_env(fresh_domain_id()), capture_output=True,
-                         text=True, timeout=120)  # fmt: skip
+    run = subprocess.run(
+        node_command(path, device="cpu"),
+        env=local_ros_env(fresh_domain_id()),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode != 0
     lines = [ln for ln in run.stderr.splitlines() if ln.startswith("spd_node: error:")]
     assert len(lines) == 1 and ("not found" in lines[0] if damage == "missing" else "corrupt" in lines[0])
