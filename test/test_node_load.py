@@ -1,0 +1,89 @@
+"""Load: images at 30 Hz and queries at 100 Hz into a CPU spd_node; memory, queues and cache stay
+bounded and every query is answered or counted as dropped. ``SPD_LOAD_SECONDS`` sets the duration
+(default 60). The latency percentiles are printed (run with -s) and written to the test's tmp dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+from helpers import random_model
+from ros_harness import NodeProcess, RosHarness, fresh_domain_id
+
+from spd_core.bag_report import percentiles
+from spd_core.checkpoint import make_checkpoint, save_checkpoint
+
+CACHE, QUEUE = 4, 16
+
+
+def test_node_under_load(tmp_path) -> None:
+    seconds = float(os.environ.get("SPD_LOAD_SECONDS", "60"))
+    ckpt = tmp_path / "model.pt"
+    save_checkpoint(ckpt, make_checkpoint(random_model("convnextv2_atto", size=(96, 128)), input_size=(96, 128)))
+    domain = fresh_domain_id()
+    node = NodeProcess(ckpt, domain, tmp_path, cache_size=CACHE, queue_size=QUEUE, query_timeout=0.3)
+    harness = RosHarness(domain)
+    try:
+        harness.wait_ready(node, ("image", "query_points"))
+        rng = np.random.default_rng(0)
+        frames = [rng.integers(0, 256, (240, 320, 3), dtype=np.uint8) for _ in range(4)]
+        uv = np.stack([rng.uniform(0, 319, 32), rng.uniform(0, 239, 32)], 1).astype(np.float32)
+        sent_at: dict[float, float] = {}
+        start = time.monotonic()
+        n_img = n_q = 0
+        rss, stamps = [], []
+        while (now := time.monotonic()) - start < seconds:
+            t = now - start
+            if n_img <= t * 30:
+                stamp = 100.0 + n_img / 30
+                harness.send_image(frames[n_img % 4], stamp)
+                stamps.append(stamp)
+                n_img += 1
+            if n_q <= t * 100:
+                # alternate newest-frame (stamp 0) and stamp-matched queries on a recent frame
+                stamp = 0.0 if n_q % 2 else stamps[max(0, len(stamps) - 3)]
+                harness.send_query_points(stamp, uv, np.full(len(uv), n_q, np.uint32))  # id = message number
+                sent_at[n_q] = time.monotonic()
+                n_q += 1
+            if int(t) > len(rss):
+                rss.append(node.rss_mb())
+            time.sleep(0.002)
+        answers = []
+        deadline = time.monotonic() + 10
+        while len(answers) < n_q and time.monotonic() < deadline:
+            try:
+                answers.append(harness.next_answer(timeout=1.0))
+            except Exception:
+                break
+        diag = harness.diagnostics(timeout=5)
+    finally:
+        harness.close()
+        rc = node.stop()
+    assert rc == 0
+    dropped = int(diag.get("query_messages_dropped", 0))
+    received = int(diag.get("query_messages", 0))
+    assert received == n_q, f"node saw {received} of {n_q} query messages (QoS lost some)"
+    assert len(answers) + dropped == n_q, f"{len(answers)} answered + {dropped} dropped != {n_q} sent"
+    assert int(diag["queries_waiting"]) <= QUEUE and int(diag["frames_cached"]) <= CACHE
+    assert int(diag["images_received"]) == n_img
+    assert int(diag["frames_encoded"]) + int(diag.get("images_dropped", 0)) >= n_img - 1
+    warm = rss[len(rss) // 4 :]
+    assert max(warm) - min(warm) < 60, f"RSS grows under load: {rss}"
+    latency_ms = [1e3 * (a["t"] - sent_at[int(a["id"][0])]) for a in answers]
+    assert len({int(a["id"][0]) for a in answers}) == len(answers)  # each message answered once
+    report = {
+        "seconds": seconds,
+        "images": n_img,
+        "query_messages": n_q,
+        "answered": len(answers),
+        "dropped": dropped,
+        "frames_encoded": int(diag["frames_encoded"]),
+        "images_dropped": int(diag.get("images_dropped", 0)),
+        "unmatched": int(diag.get("query_messages_unmatched", 0)),
+        "rss_mb": [round(r, 1) for r in rss],
+        "latency_ms": percentiles(latency_ms),
+    }
+    (tmp_path / "load.json").write_text(json.dumps(report, indent=1))
+    print("\nload test:", json.dumps(report))
