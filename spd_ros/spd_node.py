@@ -138,11 +138,19 @@ class SpdNode(Node):
                 "v": a.uv[:, 1].astype(np.float32), "depth": a.depth.astype(np.float32)}  # fmt: skip
         if a.ids is not None:
             cols["id"] = a.ids
-        self.pub_points.publish(conv.make_pointcloud2(a.header, cols))
+        self._publish(self.pub_points, conv.make_pointcloud2(a.header, cols))
 
     def _publish_dense(self, header, depth: np.ndarray) -> None:
         if self.pub_depth.get_subscription_count() > 0:
-            self.pub_depth.publish(conv.depth_image(header, depth))
+            self._publish(self.pub_depth, conv.depth_image(header, depth))
+
+    def _publish(self, publisher, msg) -> None:
+        """Publish from the worker thread; answers still in flight at Ctrl-C are dropped quietly."""
+        try:
+            publisher.publish(msg)
+        except Exception:
+            if self.context.ok():
+                raise
 
     def _publish_diagnostics(self) -> None:
         w = self.worker
