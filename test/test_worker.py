@@ -1,0 +1,84 @@
+"""The node's scheduling without ROS: frame cache, latest-wins images, bounded query queue, stamps."""
+
+from __future__ import annotations
+
+import queue
+import time
+
+import numpy as np
+import pytest
+from helpers import random_model
+
+from spd_core.predictor import DepthPredictor
+from spd_ros.frame_cache import FrameCache
+from spd_ros.worker import DepthWorker, ImageJob, QueryJob, WorkerSettings
+
+S = 1_000_000_000  # ns per s
+
+
+def test_frame_cache() -> None:
+    cache: FrameCache[str] = FrameCache(3)
+    assert cache.newest() is None and cache.find(5, 10) is None and cache.may_arrive(5, 0)
+    for s in (10, 20, 30, 40):
+        cache.put(s * S, f"f{s}")
+    assert len(cache) == 3 and cache.find(10 * S, S) is None  # evicted
+    assert cache.newest() == (40 * S, "f40")
+    assert cache.find(20 * S + 3, 5) == (20 * S, "f20") and cache.find(20 * S + 6, 5) is None
+    assert cache.may_arrive(41 * S, 0) and not cache.may_arrive(25 * S, 0)
+    with pytest.raises(ValueError):
+        FrameCache(0)
+
+
+@pytest.fixture(scope="module")
+def predictor() -> DepthPredictor:
+    return DepthPredictor(random_model("convnextv2_atto", size=(64, 96)), (64, 96), train_focal=100.0)
+
+
+def make_worker(predictor, **kw):
+    answers: queue.Queue = queue.Queue()
+    settings = WorkerSettings(stamp_tolerance_s=0.001, query_timeout_s=kw.pop("timeout", 0.3))
+    return DepthWorker(predictor, answers.put, settings=settings, **kw), answers
+
+
+def img(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+
+
+def test_latest_image_wins_and_queue_is_bounded(predictor) -> None:
+    w, answers = make_worker(predictor, queue_size=2)
+    for i in range(3):  # the worker is not running yet: each image replaces the pending one
+        w.submit_image(ImageJob(i * S, f"h{i}", img(i), None))
+    for i in range(3):
+        w.submit_query(QueryJob(i * S, f"q{i}", np.array([[5.0, 5.0]], np.float32)))
+    assert w.counts["images_dropped"] == 2 and w.counts["query_messages_dropped"] == 1
+    assert w.queue_lengths()["queries_waiting"] == 2
+    w.start()
+    try:
+        got = [answers.get(timeout=10) for _ in range(2)]
+    finally:
+        w.stop()
+    assert w.counts["frames_encoded"] == 1  # only the newest image was encoded
+    by_query = {a.header: a for a in got}
+    assert by_query["h2"].matched and np.isfinite(by_query["h2"].depth).all()  # query 2 found frame 2
+    assert not by_query["q1"].matched and np.isnan(by_query["q1"].depth).all()  # frame 1 was dropped
+    assert w.counts["query_messages_unmatched"] == 1
+
+
+def test_query_waits_for_its_frame_then_times_out(predictor) -> None:
+    w, answers = make_worker(predictor, timeout=1.0)
+    w.start()
+    try:
+        w.submit_query(QueryJob(7 * S, "q7", np.array([[1.0, 2.0], [3.0, 4.0]], np.float32), np.array([5, 6])))
+        time.sleep(0.2)
+        assert answers.empty()  # waiting for frame 7
+        w.submit_image(ImageJob(7 * S, "h7", img(7), (50.0, 50.0, 32.0, 24.0)))
+        a = answers.get(timeout=10)
+        assert a.header == "h7" and a.matched and list(a.ids) == [5, 6]
+        np.testing.assert_allclose(a.xyz[:, 2], a.depth)  # back-projected with the frame's intrinsics
+        t = time.monotonic()
+        w.submit_query(QueryJob(9 * S, "q9", np.array([[1.0, 2.0]], np.float32)))  # frame 9 never comes
+        a = answers.get(timeout=10)
+        assert a.header == "q9" and not a.matched and 0.9 < time.monotonic() - t < 5
+    finally:
+        w.stop()
+    assert not w._thread.is_alive()
