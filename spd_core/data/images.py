@@ -96,9 +96,12 @@ def decode_compressed(data: bytes | memoryview | np.ndarray, fmt: str = "") -> n
 
 
 def encode_compressed(rgb: np.ndarray, fmt: str = "jpeg", quality: int = 95) -> bytes:
-    """uint8 RGB [H,W,3] -> JPEG or PNG bytes."""
+    """uint8 RGB [H,W,3] -> JPEG (4:4:4, ``quality``) or PNG (lossless) bytes."""
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="JPEG" if fmt.lower() in ("jpeg", "jpg") else "PNG", quality=quality)
+    if fmt.lower() in ("jpeg", "jpg"):
+        Image.fromarray(rgb).save(buf, format="JPEG", quality=quality, subsampling=0)
+    else:
+        Image.fromarray(rgb).save(buf, format="PNG")
     return buf.getvalue()

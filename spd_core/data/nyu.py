@@ -65,19 +65,40 @@ class NYUDepthV2(torch.utils.data.Dataset):
                 raise DataError(f"NYU {name} {d} is not a directory")
         self.entries = read_filelist(filelist)
         self.transform, self.depth_scale = transform, float(depth_scale)
+        self.paths(0)  # a wrong data_root / gt_root fails here, not in a DataLoader worker
 
     def __len__(self) -> int:
         return len(self.entries)
 
-    def __getitem__(self, i: int) -> Sample:
-        from PIL import Image
-
-        rgb_rel, depth_rel, focal = self.entries[i]
+    def paths(self, i: int) -> tuple[Path, Path]:
+        """(rgb, depth) file of entry ``i``; DataError naming the file when one is missing."""
+        rgb_rel, depth_rel, _ = self.entries[i]
         rgb_path, depth_path = self.root / rgb_rel.lstrip("/"), self.gt_root / depth_rel.lstrip("/")
         for p in (rgb_path, depth_path):
             if not p.is_file():
-                raise DataError(f"NYU sample {i}: {p} not found (check data_root / gt_root)")
-        image = np.asarray(Image.open(rgb_path).convert("RGB"))
-        depth = np.asarray(Image.open(depth_path), dtype=np.float32) / self.depth_scale
-        s = check_sample({"image": image, "depth": depth, "focal": focal, "name": rgb_rel.lstrip("/")})
+                raise DataError(f"NYU sample {i}: {p} not found (check data_root / gt_root and the file list)")
+        return rgb_path, depth_path
+
+    def __getitem__(self, i: int) -> Sample:
+        rgb_path, depth_path = self.paths(i)
+        image = np.asarray(_open_image(rgb_path).convert("RGB"))
+        dimg = _open_image(depth_path)
+        if dimg.mode not in ("I;16", "I;16B", "I", "F"):
+            raise DataError(f"NYU depth {depth_path} has mode {dimg.mode}; need a 16-bit PNG in millimetres")
+        depth = np.asarray(dimg, dtype=np.float32) / self.depth_scale
+        depth[~np.isfinite(depth) | (depth < 0)] = 0.0
+        s = check_sample({"image": image, "depth": depth, "focal": self.entries[i][2],
+                          "name": self.entries[i][0].lstrip("/")})  # fmt: skip
         return self.transform(s) if self.transform else s
+
+
+def _open_image(path: Path):
+    """A fully loaded PIL image; DataError naming ``path`` when it cannot be decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        img = Image.open(path)
+        img.load()
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"cannot read image {path}: {type(e).__name__}; is the file complete?") from None
+    return img

@@ -1,10 +1,12 @@
 """Sample dict -> training / evaluation tensors (BTS recipe for training).
 
-Both return {"image": float32 [3,h,w] ImageNet-normalised, "depth": float32 [1,h,w] metres,
-"focal": float32 [], "name": str}. Crops and rotations keep the focal length.
+Both return {"image": float32 [3,h,w] ImageNet-normalised, "depth": float32 [1,h,w] metres
+(0 = invalid), "focal": float32 [], "name": str}. Crops, flips and rotations keep the focal length.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import torch
@@ -17,7 +19,8 @@ _MEAN = np.array(IMAGENET_MEAN, np.float32)
 _STD = np.array(IMAGENET_STD, np.float32)
 
 
-def _to_tensors(rgb01: np.ndarray, depth: np.ndarray, focal: float, name: str) -> dict:
+def to_tensors(rgb01: np.ndarray, depth: np.ndarray, focal: float, name: str) -> dict:
+    """RGB [H,W,3] in [0,1] + depth [H,W] -> the collate-friendly tensor dict (module doc)."""
     img = (rgb01 - _MEAN) / _STD
     return {"image": torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1), np.float32)),
             "depth": torch.from_numpy(np.ascontiguousarray(depth, np.float32))[None],
@@ -25,32 +28,55 @@ def _to_tensors(rgb01: np.ndarray, depth: np.ndarray, focal: float, name: str) -
 
 
 def rotate(image: np.ndarray, depth: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
-    """Rotate about the centre: bilinear for the image, NEAREST for depth (no invented depths)."""
+    """Rotate [H,W,3] uint8 and [H,W] depth about the centre (counter-clockwise, same size, 0 fill):
+    bilinear for the image, NEAREST for depth (no invented depths)."""
     from PIL import Image
 
     img = np.asarray(Image.fromarray(image).rotate(degrees, resample=Image.Resampling.BILINEAR))
-    dep = Image.fromarray(depth.astype(np.float32), mode="F")
+    dep = Image.fromarray(np.ascontiguousarray(depth, np.float32))  # mode "F"
     dep = np.asarray(dep.rotate(degrees, resample=Image.Resampling.NEAREST))
     return img, dep
 
 
 class TrainTransform:
-    """BTS augmentation: rotation ±``rotate_deg``, random crop, flip, gamma/brightness/colour.
+    """BTS augmentation: rotation ±``rotate_deg`` (then) random ``crop`` = (h, w), horizontal flip,
+    gamma / brightness / per-channel colour jitter on [0,1] RGB, ImageNet normalisation.
 
-    ``rng`` (a numpy Generator) is the only randomness; set it for reproducible samples
-    (the trainer seeds it per epoch and index).
+    All randomness comes from ``self.rng`` (a numpy Generator; global RNG state is never used).
+    ``seed`` makes a standalone transform reproducible. For reproducibility per (seed, epoch, index)
+    assign ``rng`` before each sample (``spd_core.train_state.EpochSeededDataset`` does). A copy
+    of the transform in a DataLoader worker whose ``rng`` was not assigned there re-seeds itself
+    from (``seed``, the worker's torch seed), so workers never repeat each other's stream.
     """
 
     def __init__(self, crop: tuple[int, int] = (416, 544), rotate_deg: float = 2.5, flip: bool = True,
-                 color_jitter: bool = True, gamma: tuple[float, float] = (0.9, 1.1),
-                 brightness: tuple[float, float] = (0.75, 1.25), color: tuple[float, float] = (0.9, 1.1),
-                 seed: int | None = None) -> None:  # fmt: skip
-        self.crop, self.rotate_deg, self.flip = (int(crop[0]), int(crop[1])), float(rotate_deg), flip
+                 gamma: tuple[float, float] = (0.9, 1.1), brightness: tuple[float, float] = (0.75, 1.25),
+                 color: tuple[float, float] = (0.9, 1.1), seed: int | None = None,
+                 color_jitter: bool = True) -> None:  # fmt: skip
+        if len(crop) != 2 or min(crop) < 1:
+            raise DataError(f"crop must be (height, width) >= 1, got {crop}")
+        self.crop, self.rotate_deg, self.flip = (int(crop[0]), int(crop[1])), float(rotate_deg), bool(flip)
         self.color_jitter, self.gamma, self.brightness, self.color = color_jitter, gamma, brightness, color
+        self.seed = seed
         self.rng = np.random.default_rng(seed)
 
+    @property
+    def rng(self) -> np.random.Generator:
+        return self._rng
+
+    @rng.setter
+    def rng(self, generator: np.random.Generator) -> None:
+        self._rng, self._rng_pid = generator, os.getpid()
+
+    def _generator(self) -> np.random.Generator:
+        if self._rng_pid != os.getpid():  # a worker's copy of the parent's stream: make it this worker's own
+            info = torch.utils.data.get_worker_info()
+            entropy = [info.seed if info is not None else os.getpid()]
+            self.rng = np.random.default_rng(entropy if self.seed is None else [int(self.seed), *entropy])
+        return self._rng
+
     def __call__(self, s: Sample) -> dict:
-        image, depth, rng = s["image"], s["depth"], self.rng
+        image, depth, rng = s["image"], s["depth"], self._generator()
         ch, cw = self.crop
         h, w = depth.shape
         if h < ch or w < cw:
@@ -63,21 +89,24 @@ class TrainTransform:
             image, depth = image[:, ::-1], depth[:, ::-1]
         rgb = image.astype(np.float32) / 255.0
         if self.color_jitter:
-            rgb = rgb ** float(rng.uniform(*self.gamma))
-            rgb = rgb * float(rng.uniform(*self.brightness))
+            rgb = rgb ** np.float32(rng.uniform(*self.gamma))
+            rgb = rgb * np.float32(rng.uniform(*self.brightness))
             rgb = rgb * rng.uniform(*self.color, size=3).astype(np.float32)
             rgb = np.clip(rgb, 0.0, 1.0)
-        return _to_tensors(rgb, depth, s["focal"], s.get("name", ""))
+        return to_tensors(rgb, depth, s["focal"], s.get("name", ""))
 
 
 class EvalTransform:
-    """No augmentation; the image is resized to ``size`` (multiples of 32) when given, depth kept native."""
+    """No augmentation; the image is resized to ``size`` = (h, w) (multiples of 32) when given,
+    depth stays at the native resolution for the metrics; the focal stays that of the native image."""
 
     def __init__(self, size: tuple[int, int] | None = None) -> None:
-        self.size = (int(size[0]), int(size[1])) if size else None
+        if size is not None and (len(size) != 2 or min(size) < 32 or size[0] % 32 or size[1] % 32):
+            raise DataError(f"eval size must be (height, width), multiples of 32, got {size}")
+        self.size = (int(size[0]), int(size[1])) if size is not None else None
 
     def __call__(self, s: Sample) -> dict:
-        out = _to_tensors(s["image"].astype(np.float32) / 255.0, s["depth"], s["focal"], s.get("name", ""))
+        out = to_tensors(s["image"].astype(np.float32) / 255.0, s["depth"], s["focal"], s.get("name", ""))
         if self.size and tuple(out["image"].shape[-2:]) != self.size:
             out["image"] = F.interpolate(out["image"][None], size=self.size, mode="bilinear", align_corners=False,
                                          antialias=True)[0]  # fmt: skip
