@@ -30,10 +30,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/spd-bench
 
+# Synthetic RGB-D bag -> short CPU training -> spd_node -> live replay with keypoint queries -> report.
 demo: $(STAMP)
-	@echo "make demo: the end-to-end demo (synthetic bag -> train -> spd_node -> live replay) is not built yet (issue 5)."
-	@echo "For now it runs the quick benchmark of the model on this machine."
-	$(VENV)/bin/spd-bench --quick
+	rm -rf outputs/demo
+	$(VENV)/bin/spd-demo --out outputs/demo
 
 clean:
-	rm -rf build install log .pytest_cache
+	rm -rf build install log outputs .pytest_cache
