@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 DEFAULT_DOMAIN_ID = "57"
+BOOTSTRAP_GUARD = "_ROS_WHEELS_BOOTSTRAP_COMPLETE"  # set by the ROS wheels' .pth re-exec
 
 
 def _ament_prefix(current: str | None) -> str:
@@ -17,11 +19,19 @@ def _ament_prefix(current: str | None) -> str:
     return os.pathsep.join(parts if sys.prefix in parts else [*parts, sys.prefix])
 
 
-def local_ros_env(domain_id: int | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
+def local_ros_env(domain_id: int | None = None, base: dict[str, str] | None = None,
+                  python: str | os.PathLike | None = None) -> dict[str, str]:  # fmt: skip
     """A copy of the environment for a child ROS process: LOCALHOST discovery, ``ROS_DOMAIN_ID``
     (``domain_id``, else the current one, else the package default), ``AMENT_PREFIX_PATH`` with this
-    Python's prefix (the ROS wheels register their packages there)."""
+    Python's prefix (the ROS wheels register their packages there).
+
+    ``python``: the child's interpreter; when it belongs to another venv, the ROS wheels' re-exec
+    guard and library path of this one are left out so that its own ``.pth`` bootstrap runs.
+    """
     env = dict(os.environ if base is None else base)
+    if python is not None and Path(python).absolute().parent.parent != Path(sys.prefix).absolute():
+        env.pop(BOOTSTRAP_GUARD, None)
+        env.pop("LD_LIBRARY_PATH", None)
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     if domain_id is not None:
         env["ROS_DOMAIN_ID"] = str(int(domain_id))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections import Counter
 
 import numpy as np
@@ -18,7 +19,10 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PolygonStamped
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
@@ -31,6 +35,7 @@ from spd_ros.ros_env import apply_local_defaults
 from spd_ros.worker import Answer, DepthWorker, ImageJob, QueryJob, WorkerSettings
 
 THROTTLE_S = 5.0
+RCLError = _rclpy.RCLError  # raised by rclpy.init for bad --ros-args
 
 
 class StartupError(RuntimeError):
@@ -40,7 +45,11 @@ class StartupError(RuntimeError):
 class SpdNode(Node):
     def __init__(self) -> None:
         super().__init__("spd_node")
-        p = self.params = declare(self)
+        try:
+            p = self.params = declare(self)
+            sub_qos = qos_profile(p.qos, p.qos_depth)
+        except (ParameterException, ValueError) as e:
+            raise StartupError(f"bad parameter: {' '.join(str(e).split())}; see config/spd.yaml") from None
         if not p.checkpoint:
             raise StartupError("parameter 'checkpoint' is empty; pass -p checkpoint:=/path/model.pt")
         size = (p.input_height, p.input_width) if p.input_height and p.input_width else None
@@ -54,18 +63,20 @@ class SpdNode(Node):
         settings = WorkerSettings(p.stamp_tolerance, p.query_timeout, (p.grid_cols, p.grid_rows), p.publish_dense)
         self.worker = DepthWorker(predictor, self._publish_answer, p.cache_size, p.queue_size, settings,
                                   self._publish_dense, p.focal_scaling)  # fmt: skip
-        sub_qos = qos_profile(p.qos, p.qos_depth)
+        # queries are not latest-wins: their DDS history holds as many messages as the worker's queue
+        query_qos = qos_profile(p.qos, max(p.qos_depth, p.queue_size))
         if p.compressed:
-            self.create_subscription(CompressedImage, "image/compressed", self._on_compressed, sub_qos)
+            self._subscribe(CompressedImage, "image/compressed", self._on_compressed, sub_qos)
         else:
-            self.create_subscription(Image, "image", self._on_image, sub_qos)
-        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, sub_qos)
-        self.create_subscription(PolygonStamped, "queries", self._on_queries, sub_qos)
-        self.create_subscription(PointCloud2, "query_points", self._on_query_points, sub_qos)
+            self._subscribe(Image, "image", self._on_image, sub_qos)
+        self._subscribe(CameraInfo, "camera_info", self._on_camera_info, sub_qos)
+        self._subscribe(PolygonStamped, "queries", self._on_queries, query_qos)
+        self._subscribe(PointCloud2, "query_points", self._on_query_points, query_qos)
         self.pub_points = self.create_publisher(PointCloud2, "depth_points", QoSProfile(depth=50))
         self.pub_depth = self.create_publisher(Image, "depth", QoSProfile(depth=2))
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", QoSProfile(depth=10))
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._rate_base: tuple[float, dict[str, int]] = (time.monotonic(), {})
         self.create_timer(1.0, self._publish_diagnostics)
         self.worker.start()
         self.get_logger().info(
@@ -74,6 +85,20 @@ class SpdNode(Node):
         )
 
     # --- inputs -----------------------------------------------------------------------------------
+
+    def _subscribe(self, msg_type, topic: str, callback, qos: QoSProfile) -> None:
+        """A subscription whose messages lost in transport are counted (``lost_<topic>``) where the
+        middleware reports them."""
+        key = "lost_" + topic.replace("/", "_")
+
+        def lost(info) -> None:
+            self.rejected[key] += int(info.total_count_change)
+
+        try:
+            events = SubscriptionEventCallbacks(message_lost=lost)
+            self.create_subscription(msg_type, topic, callback, qos, event_callbacks=events)
+        except UnsupportedEventTypeError:
+            self.create_subscription(msg_type, topic, callback, qos)
 
     def _reject(self, reason: str, text: str) -> None:
         self.rejected[reason] += 1
@@ -154,8 +179,17 @@ class SpdNode(Node):
 
     def _publish_diagnostics(self) -> None:
         w = self.worker
-        values = {**w.counts, **w.queue_lengths(), "encode_ms_last": round(w.last_encode_ms, 2)}
-        values.update({f"rejected_{k}": v for k, v in self.rejected.items()})
+        counts = dict(w.counts)
+        values = {**counts, **w.queue_lengths(), "encode_ms_last": round(w.last_encode_ms, 2)}
+        now, (t0, before) = time.monotonic(), self._rate_base
+        for key in ("images_received", "frames_encoded", "query_messages", "queries_answered"):
+            values[f"{key}_per_s"] = round((counts.get(key, 0) - before.get(key, 0)) / max(now - t0, 1e-3), 2)
+        self._rate_base = (now, counts)
+        lat = w.take_latencies()
+        if lat:
+            p50, p95, pmax = np.percentile(np.array(lat) * 1e3, [50, 95, 100])
+            values.update(latency_ms_p50=round(p50, 2), latency_ms_p95=round(p95, 2), latency_ms_max=round(pmax, 2))
+        values.update({k if k.startswith("lost_") else f"rejected_{k}": v for k, v in self.rejected.items()})
         level = DiagnosticStatus.ERROR if w.error else DiagnosticStatus.OK
         status = DiagnosticStatus(level=level, name=f"{self.get_name()}: depth", hardware_id="spd_ros",
                                   message=f"error: {w.error}" if w.error else "ok")  # fmt: skip
@@ -182,20 +216,30 @@ class SpdNode(Node):
         return SetParametersResult(successful=True)
 
     def destroy_node(self) -> None:
-        self.worker.stop()
+        joined = self.worker.stop()
+        text = "spd_node stopped (worker joined)" if joined else "spd_node stopped (worker still busy)"
+        if self.context.ok():
+            self.get_logger().info(text)
+        else:  # after Ctrl-C /rosout is gone: say it on the console only
+            print(f"[INFO] [{self.get_name()}]: {text}", file=sys.stderr, flush=True)
         super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:
     apply_local_defaults()
-    rclpy.init(args=args)
+    try:
+        rclpy.init(args=args)
+    except RCLError as e:  # malformed --ros-args or an unreadable params file
+        reason = str(e).split(", at ")[0]
+        print(f"spd_node: error: {reason}; check the --ros-args and the params file", file=sys.stderr)
+        return 2
     node = None
     try:
         node = SpdNode()
         rclpy.spin(node)
     except StartupError as e:
         print(f"spd_node: error: {e}", file=sys.stderr)
-        return 1
+        return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -29,6 +29,7 @@ from spd_ros.frame_cache import FrameCache
 log = logging.getLogger(__name__)
 
 Intrinsics = tuple[float, float, float, float]  # fx, fy, cx, cy (image pixels)
+POLL_S = 0.01  # how often queries waiting for a frame are checked for their timeout
 
 
 @dataclass
@@ -91,11 +92,13 @@ class DepthWorker:
         self._queries: deque[QueryJob] = deque()
         self.queue_size = int(queue_size)
         self._pending: ImageJob | None = None
+        self._new_queries = False  # queries arrived since the last pass over the queue
         self._cond = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="spd_worker", daemon=True)
         self.counts: Counter[str] = Counter()
         self.last_encode_ms = float("nan")
+        self._latencies: deque[float] = deque(maxlen=1000)
         self.error: BaseException | None = None
 
     # --- producer side (ROS callbacks; never block on the model) ---------------------------------
@@ -115,6 +118,7 @@ class DepthWorker:
                 self._queries.popleft()
                 self.counts["query_messages_dropped"] += 1
             self._queries.append(job)
+            self._new_queries = True
             self._cond.notify()
 
     def queue_lengths(self) -> dict[str, int]:
@@ -127,23 +131,33 @@ class DepthWorker:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop and join the thread; True when it has ended."""
         with self._cond:
             self._stop = True
             self._cond.notify()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def take_latencies(self) -> list[float]:
+        """Query latencies (s, receipt to answer) since the last call; at most the last 1000."""
+        with self._cond:
+            out = list(self._latencies)
+            self._latencies.clear()
+        return out
 
     # --- the worker thread ------------------------------------------------------------------------
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                if not self._stop and self._pending is None and not self._queries:
-                    self._cond.wait(0.05)
+                if not self._stop and self._pending is None and not self._new_queries:
+                    # nothing new: queries still waiting for their frame are re-checked every POLL_S
+                    self._cond.wait(POLL_S if self._queries else 0.05)
                 if self._stop:
                     return
-                image, self._pending = self._pending, None
+                image, self._pending, self._new_queries = self._pending, None, False
             try:
                 self._service_queries()
                 if image is not None:
@@ -181,7 +195,7 @@ class DepthWorker:
         for job in jobs:
             hit = self.cache.newest() if job.stamp_ns == 0 else self.cache.find(job.stamp_ns, tol)
             if hit is not None:
-                self._answer(job, hit[1])
+                self._answer_or_nan(job, hit[1])
             elif now - job.received < self.settings.query_timeout_s and (
                 job.stamp_ns == 0 or self.cache.may_arrive(job.stamp_ns, tol)
             ):
@@ -193,6 +207,17 @@ class DepthWorker:
         if waiting:
             with self._cond:
                 self._queries.extendleft(reversed(waiting))
+
+    def _answer_or_nan(self, job: QueryJob, cached: CachedFrame) -> None:
+        """Answer from ``cached``; when the model fails on this job (e.g. out of memory), answer it
+        with NaNs and count it, so the other queries of the batch are still served."""
+        try:
+            self._answer(job, cached)
+        except Exception as e:
+            self.error = e
+            self.counts["query_messages_failed"] += 1
+            log.exception("spd_node worker: query of %d points failed: %s", len(job.uv), e)
+            self._answer(job, None)
 
     def _answer(self, job: QueryJob, cached: CachedFrame | None) -> None:
         k = len(job.uv)
@@ -206,4 +231,7 @@ class DepthWorker:
             xyz = back_project(job.uv, depth, *intr) if intr else np.full((k, 3), np.nan, np.float32)
             header = cached.header
             self.counts["queries_answered"] += k
-        self.on_answer(Answer(header, job.uv, depth, xyz, job.ids, cached is not None, time.monotonic() - job.received))
+        latency = time.monotonic() - job.received
+        with self._cond:
+            self._latencies.append(latency)
+        self.on_answer(Answer(header, job.uv, depth, xyz, job.ids, cached is not None, latency))

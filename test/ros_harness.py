@@ -29,12 +29,21 @@ def fresh_domain_id() -> int:
 class NodeProcess:
     """spd_node started from its console script with config/spd.yaml (as the launch file does)."""
 
-    def __init__(self, checkpoint: Path, domain_id: int, log_dir: Path, **params) -> None:
+    def __init__(self, checkpoint: Path, domain_id: int, log_dir: Path, namespace: str = "",
+                 remaps: dict[str, str] | None = None, **params) -> None:  # fmt: skip
         self.log = log_dir / f"spd_node_{domain_id}.log"
-        self.cmd = node_command(checkpoint, device="cpu", extra_params=params)
+        self.cmd = node_command(checkpoint, namespace=namespace, device="cpu", extra_params=params, remaps=remaps)
         self.proc = subprocess.Popen(
             self.cmd, env=local_ros_env(domain_id), stdout=open(self.log, "w"), stderr=subprocess.STDOUT
         )
+
+    @classmethod
+    def from_command(cls, cmd: list[str], env: dict[str, str], log: Path) -> NodeProcess:
+        """Any spd_node command line (e.g. a colcon-installed one) with its environment."""
+        self = cls.__new__(cls)
+        self.log, self.cmd = log, cmd
+        self.proc = subprocess.Popen(cmd, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+        return self
 
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -57,9 +66,12 @@ class NodeProcess:
 
 
 class RosHarness:
-    """A test node: publishers for spd_node's inputs, subscribers for its outputs."""
+    """A test node: publishers for spd_node's inputs, subscribers for its outputs.
 
-    def __init__(self, domain_id: int) -> None:
+    ``namespace`` and ``remaps`` (spd_node's topic name -> the name it was remapped to) mirror the
+    node's command line, so the harness talks on the topics the node really uses."""
+
+    def __init__(self, domain_id: int, namespace: str = "", remaps: dict[str, str] | None = None) -> None:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import PolygonStamped
@@ -70,20 +82,19 @@ class RosHarness:
         os.environ.update(local_ros_env(domain_id))
         self.ctx = rclpy.Context()
         rclpy.init(context=self.ctx)
-        self.node = rclpy.create_node("spd_test", context=self.ctx)
+        self.node = rclpy.create_node("spd_test", namespace="/" + namespace.strip("/"), context=self.ctx)
+        self.remaps = dict(remaps or {})
         qos = QoSProfile(depth=100)
-        self.pub = {
-            "image": self.node.create_publisher(Image, "image", qos),
-            "image/compressed": self.node.create_publisher(CompressedImage, "image/compressed", qos),
-            "camera_info": self.node.create_publisher(CameraInfo, "camera_info", qos),
-            "queries": self.node.create_publisher(PolygonStamped, "queries", qos),
-            "query_points": self.node.create_publisher(PointCloud2, "query_points", qos),
-        }
+        types = {"image": Image, "image/compressed": CompressedImage, "camera_info": CameraInfo,
+                 "queries": PolygonStamped, "query_points": PointCloud2}  # fmt: skip
+        self.pub = {name: self.node.create_publisher(t, self.topic(name), qos) for name, t in types.items()}
         self.answers: queue.Queue = queue.Queue()
         self.diag: queue.Queue = queue.Queue()
-        self.node.create_subscription(
-            PointCloud2, "depth_points", lambda m: self.answers.put((time.monotonic(), m)), qos
+        self.dense: queue.Queue = queue.Queue()
+        self.sub_points = self.node.create_subscription(
+            PointCloud2, self.topic("depth_points"), lambda m: self.answers.put((time.monotonic(), m)), qos
         )
+        self.node.create_subscription(Image, self.topic("depth"), self.dense.put, qos)
         self.node.create_subscription(
             DiagnosticArray, "/diagnostics", lambda m: self.diag.put((time.monotonic(), m)), qos
         )
@@ -91,6 +102,10 @@ class RosHarness:
         self.executor.add_node(self.node)
         self._spin = threading.Thread(target=self.executor.spin, daemon=True)
         self._spin.start()
+
+    def topic(self, name: str) -> str:
+        """The topic spd_node's ``name`` is remapped to (relative names resolve in the namespace)."""
+        return self.remaps.get(name, name)
 
     def wait_ready(
         self, proc: NodeProcess, topics: tuple[str, ...] = ("image", "queries"), timeout: float = 90
@@ -101,7 +116,7 @@ class RosHarness:
                 raise RuntimeError(f"spd_node exited ({proc.proc.returncode}):\n{proc.output()}")
             if (
                 all(self.pub[t].get_subscription_count() > 0 for t in topics)
-                and self.node.count_publishers("depth_points") > 0
+                and self.sub_points.get_publisher_count() > 0
             ):
                 time.sleep(0.5)  # the reverse direction matches too
                 return
@@ -181,6 +196,29 @@ class RosHarness:
             if value >= at_least:
                 return value
         raise AssertionError(f"diagnostics counter {key} = {value}, expected >= {at_least}")
+
+    def set_parameters(self, node_name: str, timeout: float = 10.0, **values) -> list[tuple[bool, str]]:
+        """Set parameters of ``node_name`` (fully qualified) through its set_parameters service;
+        (successful, reason) per parameter."""
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        client = self.node.create_client(SetParameters, f"{node_name}/set_parameters")
+        try:
+            if not client.wait_for_service(timeout_sec=timeout):
+                raise TimeoutError(f"{node_name}/set_parameters not available")
+            req = SetParameters.Request(
+                parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()]
+            )
+            future = client.call_async(req)
+            deadline = time.monotonic() + timeout
+            while not future.done() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if not future.done():
+                raise TimeoutError(f"{node_name}/set_parameters did not answer")
+            return [(r.successful, r.reason) for r in future.result().results]
+        finally:
+            self.node.destroy_client(client)
 
     def close(self) -> None:
         import rclpy

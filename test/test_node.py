@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +18,8 @@ from spd_ros.ros_env import local_ros_env
 H, W = 120, 160
 FX, FY, CX, CY = 200.0, 210.0, 80.0, 60.0
 MAX_QUERIES = 500
+# as a launch file would: a namespace and remapped topics (relative names resolve in the namespace)
+NAMESPACE, REMAPS = "cam", {"image": "/camera/color/image_raw", "depth_points": "points"}
 
 
 @pytest.fixture(scope="module")
@@ -43,19 +44,23 @@ def ros(model_and_ckpt, tmp_path_factory) -> Iterator[tuple[RosHarness, NodeProc
         model_and_ckpt[2],
         domain,
         tmp_path_factory.mktemp("logs"),
+        NAMESPACE,
+        REMAPS,
         query_timeout=2.0,
         max_queries=MAX_QUERIES,
         stamp_tolerance=0.001,
     )
-    harness = RosHarness(domain)
+    harness = RosHarness(domain, NAMESPACE, REMAPS)
     try:
         harness.wait_ready(node, ("image", "queries", "query_points", "camera_info"))
+        assert harness.pub["image"].topic_name == "/camera/color/image_raw"
+        assert harness.sub_points.topic_name == "/cam/points"
         yield harness, node
     finally:
         harness.close()
         rc = node.stop()
         out = node.output()
-        assert rc == 0 and "Traceback" not in out, out  # clean Ctrl-C
+        assert rc == 0 and "Traceback" not in out and "worker joined" in out, out  # clean Ctrl-C
 
 
 def image(seed: int) -> np.ndarray:
@@ -193,19 +198,66 @@ def test_bad_queries(ros) -> None:
     assert harness.wait_counter("query_messages", base + 3) >= base + 3
 
 
-@pytest.mark.parametrize("damage", ["missing", "corrupt"])
-def test_bad_checkpoint_fails_at_start(tmp_path: Path, damage: str) -> None:
-    path = tmp_path / "model.pt"
-    if damage == "corrupt":
-        path.write_bytes(b"not a checkpoint")
-    run = subprocess.run(
-        node_command(path, device="cpu"),
-        env=local_ros_env(fresh_domain_id()),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert run.returncode != 0
-    lines = [ln for ln in run.stderr.splitlines() if ln.startswith("spd_node: error:")]
-    assert len(lines) == 1 and ("not found" in lines[0] if damage == "missing" else "corrupt" in lines[0])
-    assert "Traceback" not in run.stderr
+def test_runtime_parameters_and_dense(ros, predictor: DepthPredictor) -> None:
+    harness, _ = ros
+    node = f"/{NAMESPACE}/spd_node"
+    ok, reason = harness.set_parameters(node, input_height=128)[0]
+    assert not ok and "read-only" in reason  # not a run-time parameter
+    assert harness.set_parameters(node, max_queries=3) == [(True, "")]
+    base = harness.wait_counter("rejected_too_many_queries", 0)
+    harness.send_queries(11.0, uv_points(4))
+    harness.wait_counter("rejected_too_many_queries", base + 1)
+    harness.send_queries(11.0, uv_points(3))
+    assert harness.next_answer()["n"] == 3
+    assert harness.set_parameters(node, max_queries=MAX_QUERIES, publish_dense=True) == [(True, "")] * 2
+    img = image(40)
+    expect = predictor.dense(predictor.encode(img, fx=FX))
+    for i in range(20):  # until the node has matched the depth subscriber
+        harness.send_image(img, 40.0 + i)
+        try:
+            msg = harness.dense.get(timeout=1.0)
+            break
+        except Exception:
+            continue
+    else:
+        raise AssertionError("no dense depth image with publish_dense:=true")
+    assert msg.encoding == "32FC1" and (msg.height, msg.width) == (H, W)
+    np.testing.assert_allclose(np.frombuffer(msg.data, np.float32).reshape(H, W), expect, rtol=1e-5)
+    assert harness.set_parameters(node, publish_dense=False) == [(True, "")]
+
+
+STARTUP_ERRORS = {
+    "missing": "not found",
+    "corrupt": "corrupt",
+    "bad_param": "cache_size",
+    "params_file": "missing.yaml",
+}
+
+
+@pytest.fixture(scope="module")
+def failed_starts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, str]]:
+    """spd_node started once per kind of damage, all at once (start-up is mostly imports): (rc, stderr)."""
+    tmp = tmp_path_factory.mktemp("bad_start")
+    corrupt = tmp / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    cases = {
+        "missing": node_command(tmp / "missing.pt", device="cpu"),
+        "corrupt": node_command(corrupt, device="cpu"),
+        "bad_param": node_command(corrupt, device="cpu", extra_params={"cache_size": 0}),  # out of its range
+        "params_file": node_command(corrupt, tmp / "missing.yaml", device="cpu"),  # e.g. a typo in a launch file
+    }
+    procs = {
+        name: subprocess.Popen(cmd, env=local_ros_env(fresh_domain_id()), stderr=subprocess.PIPE, text=True)
+        for name, cmd in cases.items()
+    }
+    errs = {name: proc.communicate(timeout=120)[1] for name, proc in procs.items()}
+    return {name: (procs[name].returncode, err) for name, err in errs.items()}
+
+
+@pytest.mark.parametrize("damage", list(STARTUP_ERRORS))
+def test_bad_checkpoint_or_parameter_fails_at_start(failed_starts, damage: str) -> None:
+    rc, stderr = failed_starts[damage]
+    assert rc == 2, stderr
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("spd_node: error:")]
+    assert len(lines) == 1 and STARTUP_ERRORS[damage] in lines[0], stderr
+    assert "Traceback" not in stderr

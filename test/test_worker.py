@@ -82,3 +82,75 @@ def test_query_waits_for_its_frame_then_times_out(predictor) -> None:
     finally:
         w.stop()
     assert not w._thread.is_alive()
+
+
+def test_grid_dense_and_latencies(predictor) -> None:
+    from spd_core.bag_eval import grid_pixels
+
+    answers: queue.Queue = queue.Queue()
+    dense: queue.Queue = queue.Queue()
+    settings = WorkerSettings(grid=(4, 3), publish_dense=True)
+    w = DepthWorker(predictor, answers.put, settings=settings, on_dense=lambda h, d: dense.put((h, d)))
+    w.start()
+    try:
+        image = img(3)
+        w.submit_image(ImageJob(3 * S, "h3", image, None))
+        a = answers.get(timeout=10)  # the fixed grid, answered without any query
+        header, depth = dense.get(timeout=10)
+    finally:
+        assert w.stop()
+    frame = predictor.encode(image)
+    uv = grid_pixels(48, 64, 4, 3)
+    assert a.header == "h3" and a.matched and len(a.depth) == 12
+    np.testing.assert_array_equal(a.uv, uv)
+    np.testing.assert_allclose(a.depth, predictor.query(frame, uv), rtol=1e-5)
+    assert header == "h3"
+    np.testing.assert_allclose(depth, predictor.dense(frame), rtol=1e-5)
+    lat = w.take_latencies()
+    assert len(lat) == 1 and 0 <= lat[0] < 10 and w.take_latencies() == []
+
+
+def test_waiting_query_does_not_spin(predictor) -> None:
+    """A query waiting for its frame is re-checked at a bounded rate, not in a busy loop."""
+
+    class Counting(DepthWorker):
+        passes = 0
+
+        def _service_queries(self) -> None:
+            self.passes += 1
+            super()._service_queries()
+
+    w = Counting(predictor, queue.Queue().put, settings=WorkerSettings(query_timeout_s=0.5))
+    w.start()
+    try:
+        w.submit_query(QueryJob(7 * S, "q7", np.array([[1.0, 2.0]], np.float32)))
+        time.sleep(0.4)  # frame 7 never comes: the query waits out its timeout
+    finally:
+        w.stop()
+    assert 5 <= w.passes < 100, w.passes
+
+
+def test_failing_query_is_answered_with_nans_and_counted(predictor) -> None:
+    """A model failure on one query message (e.g. out of memory) loses nothing else."""
+
+    class Failing(DepthPredictor):
+        def query(self, frame, uv):
+            if len(uv) == 3:
+                raise RuntimeError("simulated out of memory")
+            return super().query(frame, uv)
+
+    failing = Failing(predictor.model, predictor.input_size, predictor.train_focal)
+    answers: queue.Queue = queue.Queue()
+    w = DepthWorker(failing, answers.put)
+    w.submit_image(ImageJob(1 * S, "h1", img(1), None))
+    w.submit_query(QueryJob(1 * S, "bad", np.zeros((3, 2), np.float32)))
+    w.submit_query(QueryJob(1 * S, "good", np.ones((2, 2), np.float32)))
+    w.start()
+    try:
+        got = [answers.get(timeout=10) for _ in range(2)]
+    finally:
+        w.stop()
+    bad, good = sorted(got, key=lambda a: len(a.uv), reverse=True)
+    assert not bad.matched and np.isnan(bad.depth).all() and len(bad.depth) == 3
+    assert good.matched and np.isfinite(good.depth).all()
+    assert w.counts["query_messages_failed"] == 1
