@@ -106,15 +106,19 @@ class _WindowOps:
         r = torch.arange(WINDOW[key], device=self.bidx.device)
         return self.oy[key][:, None] + r, self.ox[key][:, None] + r
 
+    def _inside(self, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Which rows and columns of window ``key`` lie inside the stage's map: [N,w] bool each."""
+        rows, cols = self._axes(key)
+        h, w = self._map_size(key)
+        return (rows >= 0) & (rows < h), (cols >= 0) & (cols < w)
+
     def mask(self, x: torch.Tensor, key: str) -> torch.Tensor:
         """Zero the window positions outside the stage's map (what zero padding sees)."""
-        if key not in self._masks:
-            rows, cols = self._axes(key)
-            h, w = self._map_size(key)
-            inside_r = (rows >= 0) & (rows < h)
-            inside_c = (cols >= 0) & (cols < w)
-            self._masks[key] = (inside_r[:, :, None] & inside_c[:, None, :])[:, None]
-        return x * self._masks[key].to(x.dtype)
+        m = self._masks.get((key, x.dtype))
+        if m is None:
+            inside_r, inside_c = self._inside(key)
+            m = self._masks[(key, x.dtype)] = (inside_r[:, :, None] & inside_c[:, None, :])[:, None].to(x.dtype)
+        return x * m
 
     def gather(self, fmap: torch.Tensor, key: str) -> torch.Tensor:
         """Window ``key`` of a full map [B,C,h,w] -> [N,C,win,win], integer indices only."""
@@ -127,26 +131,28 @@ class _WindowOps:
         return self.mask(F.gelu(F.conv2d(x, layer.weight, layer.bias)), key)
 
     def up(self, x: torch.Tensor, src: str, dst: str) -> torch.Tensor:
-        """×2 bilinear upsampling of window ``src`` evaluated on window ``dst``."""
+        """×2 bilinear upsampling of window ``src`` [N,C,s,s] evaluated on window ``dst`` [N,C,d,d].
+
+        Columns then rows: gather the two source lines per output line (whole C-vectors, NHWC
+        order) and blend them with F.interpolate's weights, zeroed outside the map (the ``dst``
+        mask). The result is channels_last, the layout the next conv runs fastest in.
+        """
         (h_in, w_in), (h_out, w_out) = self._map_size(src), self._map_size(dst)
         rows, cols = self._axes(dst)
-        x = self._lerp_axis(x, rows.clamp(0, h_out - 1), self.oy[src], h_in, h_out, dim=2)
-        x = self._lerp_axis(x, cols.clamp(0, w_out - 1), self.ox[src], w_in, w_out, dim=3)
-        return self.mask(x, dst)
+        inside_r, inside_c = self._inside(dst)
+        n = torch.arange(x.shape[0], device=x.device)[:, None]
+        x = x.permute(0, 3, 2, 1)  # [N, cols, rows, C]
+        x = self._lerp_lines(x, n, cols.clamp(0, w_out - 1), inside_c, self.ox[src], w_in, w_out)
+        x = self._lerp_lines(x.transpose(1, 2), n, rows.clamp(0, h_out - 1), inside_r, self.oy[src], h_in, h_out)
+        return x.permute(0, 3, 1, 2)  # [N, rows, cols, C] -> [N,C,d,d]
 
-    def _lerp_axis(self, x: torch.Tensor, t: torch.Tensor, origin: torch.Tensor,
-                   n_in: int, n_out: int, dim: int) -> torch.Tensor:  # fmt: skip
+    def _lerp_lines(self, x: torch.Tensor, n: torch.Tensor, t: torch.Tensor, inside: torch.Tensor,
+                    origin: torch.Tensor, n_in: int, n_out: int) -> torch.Tensor:  # fmt: skip
+        """Lines of x [N,s,...] at output indices ``t`` [N,d] -> [N,d,...], zero where not ``inside``."""
         i0, i1, lam = upsample_source_index(t, n_in, n_out, self.align_corners)
-        shape = [t.shape[0], 1, 1, 1]
-        shape[dim] = t.shape[1]
-        size = list(x.shape)
-        size[dim] = t.shape[1]
-
-        def take(i: torch.Tensor) -> torch.Tensor:
-            return x.gather(dim, (i - origin[:, None]).view(shape).expand(size))
-
-        lam = lam.view(shape).to(x.dtype)
-        return take(i0) * (1 - lam) + take(i1) * lam
+        w1 = (lam * inside).to(x.dtype)[:, :, None, None]
+        w0 = inside.to(x.dtype)[:, :, None, None] - w1
+        return x[n, i0 - origin[:, None]] * w0 + x[n, i1 - origin[:, None]] * w1
 
 
 class LocalPath(nn.Module):

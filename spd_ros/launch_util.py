@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -34,3 +36,15 @@ def node_command(checkpoint: str | Path, params_file: str | Path | None = None, 
     for src, dst in (remaps or {}).items():
         cmd += ["-r", f"{src}:={dst}"]
     return cmd
+
+
+def stop_node(proc: subprocess.Popen, timeout: float = 10.0) -> int:
+    """Ctrl-C (SIGINT) a started spd_node, kill it if it has not exited after ``timeout`` s; its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode

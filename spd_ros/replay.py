@@ -20,6 +20,7 @@ import numpy as np
 
 from spd_core.bag_eval import FramePlan, FrameResult, score_frame
 from spd_core.bag_report import percentiles
+from spd_ros.launch_util import stop_node
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ def evaluate_live(args: argparse.Namespace, plans: list[FramePlan]) -> tuple[lis
         node.destroy_node()
         rclpy.try_shutdown()
         if proc is not None:
-            _stop(proc)
+            stop_node(proc)
     return _score(plans, col)
 
 
@@ -151,17 +152,6 @@ def _wait_for_node(node: Any, pubs: list, proc: subprocess.Popen | None) -> None
         f"no spd_node subscribed to {pubs[0].topic_name} within {DISCOVERY_TIMEOUT_S:.0f} s; "
         "is it running in the same namespace and ROS_DOMAIN_ID?"
     )
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    import signal
-
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def _score(plans: list[FramePlan], col: _Collector) -> tuple[list[FrameResult], dict]:

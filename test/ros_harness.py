@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import queue
-import signal
 import subprocess
 import threading
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spd_ros.launch_util import node_command
+from spd_ros.launch_util import node_command, stop_node
 from spd_ros.ros_env import local_ros_env
 
 _DOMAINS = iter(range(1 + os.getpid() % 40, 233))
@@ -52,14 +51,7 @@ class NodeProcess:
         return float("nan")
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_node(self.proc, timeout=15)
 
     def output(self) -> str:
         return self.log.read_text()

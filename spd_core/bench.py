@@ -1,0 +1,193 @@
+"""``spd-bench``: measured cost of SPD v15 against the plan's MACs table (plan §11).
+
+    spd-bench --device cpu --threads 2 --encoder convnextv2_tiny --size 416x544 --out bench/
+    spd-bench --quick            # tiny sizes, few repeats (the test suite runs this)
+    spd-bench --node             # + round trip through spd_node (needs the ROS 2 wheels)
+
+MACs (convnextv2_tiny at 416×544 and 480×640, on meta tensors), then wall time in one process:
+encode; query for each K; dense decode + lookup at the same K points; the full DPT-D64
+decoder (:mod:`spd_core.dpt_reference`). Writes ``bench.json`` and ``bench.md`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+
+from spd_core.bench_macs import PLAN_ENCODER, mac_crossovers, mac_rows, module_macs
+from spd_core.bench_report import to_markdown
+from spd_core.bench_timing import TimingConfig, run_timing
+from spd_core.model import QUERY_CHUNK
+from spd_core.precision import PRECISIONS, check_precision
+from spd_core.predictor import resolve_device
+
+log = logging.getLogger(__name__)
+
+DEFAULT_KS = (1, 16, 64, 128, 256, 512, 1024)
+QUICK = {"encoder": "convnextv2_atto", "size": (64, 96), "ks": (1, 16, 64), "repeats": 2, "warmup": 1}
+FULL = {"encoder": PLAN_ENCODER, "size": (416, 544), "ks": DEFAULT_KS, "repeats": 5, "warmup": 1}
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'416x544' -> (416, 544); H and W positive multiples of 32."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size {text!r} is not HxW, e.g. 416x544") from None
+    if h <= 0 or w <= 0 or h % 32 or w % 32:
+        raise argparse.ArgumentTypeError(f"size {text!r}: H and W must be positive multiples of 32")
+    return h, w
+
+
+def parse_ks(text: str) -> tuple[int, ...]:
+    """'1,16,64' -> (1, 16, 64); each K ≥ 1."""
+    try:
+        ks = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--ks {text!r} is not a comma-separated list of integers") from None
+    if not ks or min(ks) < 1:
+        raise argparse.ArgumentTypeError(f"--ks {text!r}: every K must be ≥ 1")
+    return ks
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage block
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="spd-bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--encoder", default=None, help=f"timm convnextv2_* for timing (default {FULL['encoder']})")
+    p.add_argument("--size", type=parse_size, default=None, help="timing input HxW (default 416x544)")
+    p.add_argument("--ks", type=parse_ks, default=None, help="query counts (default 1,16,64,128,256,512,1024)")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs per figure, median reported (default 5)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed runs before timing (default 1)")
+    p.add_argument("--channels-last", choices=("off", "on", "both"), default="off",
+                   help="memory format of model and input; 'both' times each (default off)")  # fmt: skip
+    p.add_argument("--chunk", type=int, default=0,
+                   help=f"queries per batched window pass of SPDModel.query (0 = the device default {QUERY_CHUNK})")
+    p.add_argument("--macs-sizes", type=lambda s: [parse_size(v) for v in s.split(",")],
+                   default=[(416, 544), (480, 640)],
+                   help="sizes of the MACs tables (default 416x544,480x640)")  # fmt: skip
+    p.add_argument("--macs-encoder", default=PLAN_ENCODER, help="encoder of the MACs tables (default: the plan's)")
+    p.add_argument("--macs-only", action="store_true", help="MACs tables only, no timing")
+    p.add_argument("--quick", action="store_true", help="atto, 64x96, K 1,16,64, 2 repeats (for tests)")
+    p.add_argument("--node", action="store_true", help="also time the round trip through spd_node (ROS 2)")
+    p.add_argument("--node-queries", type=int, default=50, help="query messages per K for --node (default 50)")
+    p.add_argument("--out", type=Path, default=None, help="directory for bench.json and bench.md")
+    return p
+
+
+def _check_encoder(name: str) -> None:
+    if not name.startswith("convnextv2_") or not timm.is_model(name):
+        raise ValueError(f"encoder {name!r} is not a timm convnextv2_* model (e.g. convnextv2_tiny, convnextv2_atto)")
+
+
+def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill defaults (quick or full), check everything up front; ValueError with one clear line."""
+    base = QUICK if args.quick else FULL
+    for key, value in base.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.repeats < 1 or args.warmup < 0:
+        raise ValueError("--repeats must be ≥ 1 and --warmup ≥ 0")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError("--threads must be ≥ 1")
+    if args.chunk < 0:
+        raise ValueError("--chunk must be ≥ 0 (0 = the device default)")
+    if args.node_queries < 1:
+        raise ValueError("--node-queries must be ≥ 1")
+    _check_encoder(args.encoder)
+    _check_encoder(args.macs_encoder)
+    args.device = resolve_device(args.device)
+    check_precision(args.precision, args.device)
+    return args
+
+
+def _environment() -> dict[str, Any]:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return {"machine": f"{cpu}, {os.cpu_count()} cores" + (f", {gpu}" if gpu else ""), "torch": torch.__version__,
+            "loadavg_before": _loadavg()}  # fmt: skip
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """Everything the command line asks for -> the report dict (see to_markdown for its layout)."""
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    report: dict[str, Any] = {"command": command, "environment": _environment(), "macs": [], "timing": []}
+    for size in args.macs_sizes:
+        m = module_macs(args.macs_encoder, size)
+        m["rows"], m["crossovers"] = mac_rows(m), mac_crossovers(m["totals"])
+        report["macs"].append(m)
+    if not args.macs_only:
+        layouts = {"off": (False,), "on": (True,), "both": (False, True)}[args.channels_last]
+        for cl in layouts:
+            cfg = TimingConfig(encoder=args.encoder, size=args.size, ks=args.ks, device=args.device,
+                               precision=args.precision, repeats=args.repeats, warmup=args.warmup,
+                               channels_last=cl, chunk=args.chunk)  # fmt: skip
+            report["timing"].append(run_timing(cfg))
+    if args.node:
+        try:  # lazily: spd_core never imports rclpy
+            from spd_ros.bench_node import run_node_bench
+
+            report["node"] = run_node_bench(args)
+        except ImportError as e:
+            raise ValueError(f"--node needs the ROS 2 layer ({e}); install it with pip install -e '.[ros]'") from None
+    report["environment"]["loadavg_after"] = _loadavg()
+    return report
+
+
+def write_report(report: dict[str, Any], out: Path | None) -> str:
+    """Markdown to stdout, and bench.json + bench.md into ``out`` when given."""
+    md = to_markdown(report)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+        (out / "bench.md").write_text(md)
+    return md
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    try:
+        args = resolve_args(args)
+        if args.out is not None and args.out.exists() and not args.out.is_dir():
+            raise ValueError(f"--out {args.out} exists and is not a directory; give a directory path")
+        report = run(args, "spd-bench " + shlex.join(argv))
+    except ValueError as e:
+        print(f"spd-bench: error: {e}", file=sys.stderr)
+        return 2
+    print(write_report(report, args.out), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

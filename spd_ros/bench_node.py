@@ -1,0 +1,239 @@
+"""Round trip through ``spd_node`` (``spd-bench --node``): ROS + conversion overhead of a query.
+
+Starts spd_node in a child process (random-weight checkpoint of the benchmark's encoder and
+size, ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``, its own ``ROS_DOMAIN_ID``), publishes one
+image, then PolygonStamped queries with that image's stamp, one at a time, and times publish
+-> PointCloud2 on ``depth_points``. In the same run it times ``SPDModel.query`` on the same
+frame and points in this process: overhead = round trip − model time (target: ≤ 2 ms + 10 %
+of the model time). Imported lazily by :mod:`spd_core.bench`; spd_core never imports rclpy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import queue
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from spd_core.bench_timing import time_fn
+from spd_core.checkpoint import make_checkpoint, save_checkpoint
+from spd_core.model import ModelConfig, SPDModel
+from spd_core.predictor import DepthPredictor, Frame, to_model_pixels
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DOMAIN_ID = 91  # its own domain, never the shell's; SPD_BENCH_DOMAIN_ID overrides it
+START_TIMEOUT_S = 90.0  # node start-up includes building the model
+ANSWER_TIMEOUT_S = 10.0
+STAMP = (1_700_000_000, 123_000_000)  # the one image's stamp (sec, nanosec)
+
+
+def percentiles(ms: list[float]) -> dict[str, float]:
+    a = np.asarray(ms, dtype=np.float64)
+    if a.size == 0:
+        return {"p50": float("nan"), "p90": float("nan"), "p99": float("nan"), "n": 0}
+    p50, p90, p99 = np.percentile(a, [50, 90, 99])
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "n": int(a.size)}
+
+
+def bench_env(threads: int | None) -> dict[str, str]:
+    """Environment for this process's and the node's ROS: localhost discovery, own domain."""
+    from spd_ros.ros_env import local_ros_env
+
+    env = local_ros_env(int(os.environ.get("SPD_BENCH_DOMAIN_ID", DEFAULT_DOMAIN_ID)))
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
+def _start_node(checkpoint: Path, args: argparse.Namespace, env: dict[str, str], log_file: Path) -> subprocess.Popen:
+    from spd_ros.launch_util import node_command
+
+    cmd = node_command(checkpoint, device=str(args.device), precision=args.precision)
+    log.info("starting %s", " ".join(map(str, cmd)))
+    with open(log_file, "w") as out:
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _stop(proc: subprocess.Popen, log_file: Path) -> str:
+    """SIGINT, then kill after 10 s; returns the last lines of the node's output."""
+    from spd_ros.launch_util import stop_node
+
+    stop_node(proc)
+    lines = log_file.read_text(errors="replace").strip().splitlines() if log_file.is_file() else []
+    return " | ".join(lines[-5:])
+
+
+def _image_msg(image: np.ndarray) -> Any:
+    from sensor_msgs.msg import Image
+
+    msg = Image()
+    msg.header.stamp.sec, msg.header.stamp.nanosec = STAMP
+    msg.header.frame_id = "camera_optical"
+    msg.height, msg.width = image.shape[:2]
+    msg.encoding, msg.step = "rgb8", image.shape[1] * 3
+    msg.data = image.tobytes()
+    return msg
+
+
+def _query_msg(uv: np.ndarray) -> Any:
+    from geometry_msgs.msg import Point32, PolygonStamped
+
+    msg = PolygonStamped()
+    msg.header.stamp.sec, msg.header.stamp.nanosec = STAMP
+    msg.polygon.points = [Point32(x=float(u), y=float(v), z=0.0) for u, v in uv]
+    return msg
+
+
+class _RoundTrip:
+    """Publishers, subscriber and a queue of (arrival time, depth [K]) answers."""
+
+    def __init__(self, node: Any) -> None:
+        from geometry_msgs.msg import PolygonStamped
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image, PointCloud2
+
+        from spd_ros.conversions import pointcloud2_fields
+
+        self._fields = pointcloud2_fields
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.node = node
+        self.pub_image = node.create_publisher(Image, "image", reliable)
+        self.pub_query = node.create_publisher(PolygonStamped, "queries", reliable)
+        self.answers: queue.Queue = queue.Queue()
+        node.create_subscription(PointCloud2, "depth_points", self._on_points, reliable)
+
+    def _on_points(self, msg: Any) -> None:
+        t = time.perf_counter()
+        self.answers.put((t, self._fields(msg, ("depth",))["depth"]))
+
+    def wait_ready(self, proc: subprocess.Popen) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"spd_node exited with code {proc.returncode} at start-up")
+            if (self.pub_image.get_subscription_count() > 0 and self.pub_query.get_subscription_count() > 0
+                    and self.node.count_publishers("depth_points") > 0):  # fmt: skip
+                time.sleep(0.5)  # let depth_points -> us match as well
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"spd_node did not subscribe to image/queries within {START_TIMEOUT_S:.0f} s")
+
+    def wait_for_frame(self, image_msg: Any, uv: np.ndarray) -> None:
+        """Publish the image until a query with its stamp gets a finite answer (frame encoded)."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            self.pub_image.publish(image_msg)
+            for _ in range(5):
+                r = self.ask(uv)
+                if r is not None and np.isfinite(r[1]).all():
+                    return
+                time.sleep(0.2)
+        raise RuntimeError(f"spd_node answered no query for the published image within {START_TIMEOUT_S:.0f} s")
+
+    def ask(self, uv: np.ndarray) -> tuple[float, np.ndarray] | None:
+        """Publish one query, wait for its answer: (round trip ms, depth [K]) or None on timeout."""
+        while not self.answers.empty():  # a late answer to an earlier query
+            self.answers.get_nowait()
+        t0 = time.perf_counter()
+        self.pub_query.publish(_query_msg(uv))
+        try:
+            t1, depth = self.answers.get(timeout=ANSWER_TIMEOUT_S)
+        except queue.Empty:
+            return None
+        return (t1 - t0) * 1e3, depth
+
+
+def _measure_k(rt: _RoundTrip, predictor: DepthPredictor, frame: Frame, uv: np.ndarray, n: int,
+               warmup: int) -> dict[str, Any]:  # fmt: skip
+    """Interleaved, so both see the same machine load: ``SPDModel.query`` on the encoded frame in
+    this process (model pixels ready), then one round trip through the node; ``n`` pairs."""
+    muv = to_model_pixels(torch.as_tensor(uv, dtype=torch.float32), frame.image_size, predictor.input_size)
+    muv = muv[None].to(predictor.device)
+
+    def model_query() -> torch.Tensor:
+        with torch.inference_mode():
+            return predictor.model.query(frame.features, muv, predictor.precision)
+
+    for _ in range(warmup):
+        model_query()
+        rt.ask(uv)
+    rtt, model_ms, lost, answer = [], [], 0, None
+    for _ in range(n):
+        t_model = time_fn(model_query, predictor.device, repeats=1, warmup=0)["median_ms"]
+        r = rt.ask(uv)
+        if r is None or len(r[1]) != len(uv):
+            lost += 1
+            continue
+        rtt.append(r[0])
+        model_ms.append(t_model)
+        answer = r[1]
+    expect = predictor.query(frame, uv)
+    mp = percentiles(model_ms)
+    return {
+        "k": len(uv), "rtt_ms": percentiles(rtt), "model_ms": mp, "lost": lost,
+        "overhead_p50_ms": percentiles([a - b for a, b in zip(rtt, model_ms, strict=True)])["p50"],
+        "target_ms": 2.0 + 0.1 * mp["p50"],
+        "max_rel_diff_vs_predictor": (None if answer is None
+                                      else float(np.nanmax(np.abs(answer - expect) / np.abs(expect)))),
+    }  # fmt: skip
+
+
+def run_node_bench(args: argparse.Namespace) -> dict[str, Any]:
+    """Round-trip percentiles per K against model.query time; {'error': ...} if the node fails."""
+    env = bench_env(args.threads)
+    os.environ.update({k: env[k] for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "AMENT_PREFIX_PATH")})
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    h, w = args.size
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    torch.manual_seed(0)
+    model = SPDModel(ModelConfig(encoder=args.encoder)).eval()
+    ckpt = make_checkpoint(model, input_size=(h, w))
+    result: dict[str, Any] = {"domain_id": int(env["ROS_DOMAIN_ID"]), "queries_per_k": args.node_queries, "per_k": []}
+    with tempfile.TemporaryDirectory(prefix="spd-bench-node-") as tmp:
+        path = Path(tmp) / "random.pt"
+        save_checkpoint(path, ckpt)
+        predictor = DepthPredictor.from_model(model, ckpt, args.device, args.precision, focal_scaling=False)
+        frame = predictor.encode(image)
+        log_file = Path(tmp) / "spd_node.log"
+        proc = _start_node(path, args, env, log_file)
+        rclpy.init()
+        node = rclpy.create_node("spd_bench_client")
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        spinner = threading.Thread(target=executor.spin, daemon=True)
+        try:
+            rt = _RoundTrip(node)
+            spinner.start()
+            rt.wait_ready(proc)
+            rt.wait_for_frame(_image_msg(image), np.array([[w / 2, h / 2]]))
+            for k in args.ks:
+                uv = rng.uniform([0, 0], [w - 1, h - 1], (k, 2))
+                result["per_k"].append(_measure_k(rt, predictor, frame, uv, args.node_queries, args.warmup))
+        except RuntimeError as e:
+            result["error"] = str(e)
+        finally:
+            executor.shutdown(timeout_sec=1.0)
+            node.destroy_node()
+            rclpy.try_shutdown()
+            tail = _stop(proc, log_file)
+            if "error" in result and tail:
+                result["error"] += f" (node output: {tail})"
+    result["note"] = (f"One query in flight at a time, {args.node_queries} per K after {args.warmup} warm-up; "
+                      "round trip = publish PolygonStamped -> PointCloud2 received; model = SPDModel.query "
+                      "in this process on the same frame and points, interleaved with the round trips; "
+                      "overhead = p50 of (round trip − model) per pair; "
+                      "target = 2 ms + 10 % of the model p50.")  # fmt: skip
+    return result

@@ -1,0 +1,159 @@
+"""spd-bench: quick mode gives a well-formed report whose MACs match the plan's §11 table.
+
+No timing assertions: timings are only checked to be present and positive.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from spd_core.bench import main
+from spd_core.bench_macs import PLAN_MACS
+from spd_core.bench_timing import crossover
+from spd_core.dpt_reference import DPTReferenceDecoder
+from spd_core.flops import count_macs
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
+    out = tmp_path_factory.mktemp("bench")
+    assert main(["--quick", "--device", "cpu", "--threads", "1", "--out", str(out)]) == 0
+    return json.loads((out / "bench.json").read_text()), (out / "bench.md").read_text()
+
+
+def _totals(report: dict, size: tuple[int, int]) -> dict[str, float]:
+    return next(m["totals"] for m in report["macs"] if tuple(m["size"]) == size)
+
+
+def test_quick_report_is_well_formed(quick_report: tuple[dict, str]) -> None:
+    report, md = quick_report
+    assert {"command", "environment", "macs", "timing"} <= set(report)
+    assert [tuple(m["size"]) for m in report["macs"]] == [(416, 544), (480, 640)]
+    (run,) = report["timing"]
+    assert run["encoder"] == "convnextv2_atto" and run["size"] == [64, 96] and run["device"] == "cpu"
+    assert [r["k"] for r in run["per_k"]] == [1, 16, 64]
+    for phase in ("encode", "fpn", "decode_dense", "dpt_decoder"):
+        assert run["phases"][phase]["median_ms"] > 0 and run["phases"][phase]["runs"] == 2
+    for r in run["per_k"]:
+        assert r["query"]["median_ms"] > 0 and r["dense_lookup"]["median_ms"] > 0
+        assert r["ratio"] == pytest.approx(r["query"]["median_ms"] / r["dense_lookup"]["median_ms"])
+    assert {"measured_k", "interp_k", "fit_k"} <= set(run["crossover"])
+    for heading in ("## MACs per module", "### convnextv2_tiny at 416×544", "### convnextv2_tiny at 480×640",
+                    "| component | measured | plan §11 |", "| K | query ms | dense + lookup ms |"):  # fmt: skip
+        assert heading in md
+    assert md.count("\n| fpn |") == 2 and "\n| 64 |" in md
+
+
+def test_macs_match_the_plan_at_416x544(quick_report: tuple[dict, str]) -> None:
+    """Plan §11: FPN 241M (±1%), full DPT-D64 decoder 3,219M (±1%), local path dense ~10.0G
+    (its local rows sum to 9.80G; ±3%); exact per-query cost ≤ 1.6 × the plan's inexact 7.4M."""
+    t = _totals(quick_report[0], (416, 544))
+    assert abs(t["fpn"] - PLAN_MACS["fpn"]) / PLAN_MACS["fpn"] < 0.01
+    assert abs(t["dpt_decoder"] - PLAN_MACS["dpt_decoder"]) / PLAN_MACS["dpt_decoder"] < 0.01
+    assert abs(t["local_dense"] - 9.80e9) / 9.80e9 < 0.03
+    assert t["per_query"] <= 1.6 * PLAN_MACS["per_query"]
+    assert abs(t["per_query"] - 11.1e6) / 11.1e6 < 0.01  # DESIGN §1
+
+
+def test_encoder_macs_scale_with_area_so_the_plans_10g_is_2x_low(quick_report: tuple[dict, str]) -> None:
+    """ConvNeXt MACs scale exactly with image area: 224² × (416·544/224²) ≈ 20G, not the plan's ~10G."""
+    a, b = _totals(quick_report[0], (416, 544)), _totals(quick_report[0], (480, 640))
+    assert a["encoder"] == pytest.approx(a["encoder_224"] * 416 * 544 / 224**2, rel=0.01)
+    assert b["encoder"] / a["encoder"] == pytest.approx(480 * 640 / (416 * 544), rel=0.01)
+    assert 1.9 < a["encoder"] / PLAN_MACS["encoder"] < 2.1
+    assert b["per_query"] == a["per_query"]  # O(1) per query, whatever the image size
+
+
+def test_dpt_reference_outputs_depth_and_costs_the_plans_breakdown() -> None:
+    """Plan §11.3 row by row: projections of 4 levels, refinenet4..1 (RCUs at the input
+    resolution, Conv1×1 out at twice it), to stride 2; the head is extra."""
+    h, w, d = 64, 96, 64
+    chans = (40, 80, 160, 320)
+    dpt = DPTReferenceDecoder(chans, d).eval()
+    levels = [torch.randn(1, c, h // s, w // s) for c, s in zip(chans, (4, 8, 16, 32), strict=True)]
+    with torch.no_grad():
+        depth = dpt(*levels)
+    assert depth.shape == (1, 1, h, w) and torch.isfinite(depth).all() and (depth > 0).all()
+    pos = [(h // s) * (w // s) for s in (4, 8, 16, 32)]  # L1..L4 positions
+    projections = sum(p * c * d for p, c in zip(pos, chans, strict=True))
+    rcu = 2 * d * d * 9  # MACs per position of one RCU
+    refinenets = pos[3] * rcu + pos[2] * d * d  # refinenet4: RCU2 at L4, out at L3
+    refinenets += sum(2 * pos[i] * rcu + pos[i - 1] * d * d for i in (2, 1))  # refinenet3, 2
+    refinenets += 2 * pos[0] * rcu + 4 * pos[0] * d * d  # refinenet1: out at stride 2
+    macs, _ = count_macs(lambda: dpt.features(*levels))
+    assert macs == projections + refinenets
+    total, _ = count_macs(lambda: dpt(*levels))
+    assert total - macs == 4 * pos[0] * d  # Conv1×1(D→1) head at stride 2
+
+
+def test_crossover_from_measurements() -> None:
+    def row(k: int, q: float, d: float) -> dict:
+        return {"k": k, "query": {"median_ms": q}, "dense_lookup": {"median_ms": d}, "ratio": q / d}
+
+    rows = [row(1, 1.0, 100.0), row(101, 51.0, 100.0), row(301, 151.0, 100.0)]  # query = 0.5 + 0.5·K
+    c = crossover(rows)
+    assert c["measured_k"] == 301
+    assert c["interp_k"] == pytest.approx(101 + (1 - 0.51) / (1.51 - 0.51) * 200)
+    assert c["fit_k"] == pytest.approx(199.0)
+    assert crossover(rows[:2])["measured_k"] is None
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--size", "100x96"], "multiples of 32"),
+        (["--size", "big"], "HxW"),
+        (["--ks", "0,4"], "≥ 1"),
+        (["--encoder", "resnet50"], "convnextv2"),
+        (["--device", "cpu", "--precision", "fp16"], "fp16 needs CUDA"),
+        (["--repeats", "0"], "--repeats"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    with pytest.raises(SystemExit) as e:
+        sys.exit(main(["--quick", "--macs-only", "--out", str(tmp_path / "o"), *args]))
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("spd-bench: error:") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_spd_core_bench_imports_no_ros_at_module_level() -> None:
+    """spd_core never imports rclpy: the bench reaches spd_ros.bench_node only inside ``run`` (--node)."""
+    import spd_core
+
+    for path in Path(spd_core.__file__).parent.glob("*.py"):
+        for stmt in ast.parse(path.read_text()).body:
+            names = [a.name for a in stmt.names] if isinstance(stmt, ast.Import) else []
+            names += [stmt.module or ""] if isinstance(stmt, ast.ImportFrom) else []
+            assert not any(n.split(".")[0] in ("rclpy", "spd_ros") for n in names), f"{path.name}: {names}"
+
+
+def test_node_round_trip_answers_like_the_predictor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """spd-bench --node: spd_node (child process, real Fast DDS on localhost, own domain) answers every
+    query of the benchmark, with the depths the in-process predictor gives for the same frame."""
+    pytest.importorskip("rclpy")
+    domain = str(150 + os.getpid() % 60)
+    monkeypatch.setenv("SPD_BENCH_DOMAIN_ID", domain)
+    monkeypatch.setenv("ROS_DOMAIN_ID", domain)  # restored after the test; the bench sets it for rclpy
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    out = tmp_path / "node"
+    args = ["--quick", "--macs-only", "--macs-sizes", "64x96", "--node", "--ks", "1,16",
+            "--node-queries", "5", "--device", "cpu", "--threads", "1", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    node = json.loads((out / "bench.json").read_text())["node"]
+    assert "error" not in node, node.get("error")
+    assert node["domain_id"] == int(domain)
+    assert [r["k"] for r in node["per_k"]] == [1, 16]
+    for r in node["per_k"]:
+        assert r["lost"] == 0 and r["rtt_ms"]["n"] == 5 and r["model_ms"]["n"] == 5
+        assert r["max_rel_diff_vs_predictor"] <= 1e-5
+    assert "## Node round trip" in (out / "bench.md").read_text()
