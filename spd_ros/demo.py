@@ -22,10 +22,10 @@ log = logging.getLogger("spd_demo")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spd-demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("outputs/demo"), help="working directory")
-    p.add_argument("--frames", type=int, default=60, help="frames in the replayed bag")
+    p.add_argument("--frames", type=int, default=40, help="frames in the replayed bag")
     p.add_argument("--size", default="240x320", help="bag image size HxW")
-    p.add_argument("--train-images", type=int, default=384, help="synthetic training scenes")
-    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--train-images", type=int, default=512, help="synthetic training scenes")
+    p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--max-steps", type=int, default=None, help="cap on training steps (tests)")
     p.add_argument("--input-size", default="96x128", help="model input HxW (multiples of 32)")
     p.add_argument("--keypoints", type=int, default=64, help="keypoint queries per frame")
@@ -78,8 +78,9 @@ def run(args: argparse.Namespace) -> int:
     train_dir = out / "train"
     overrides = [
         f"data.train.n={args.train_images}",
-        f"data.train.size=[{size[0]}, {size[1]}]",
-        f"data.val.size=[{size[0]}, {size[1]}]",
+        # scenes rendered at the network input size: what the node sees after resizing the bag's frames
+        f"data.train.size=[{input_size[0]}, {input_size[1]}]",
+        f"data.val.size=[{input_size[0]}, {input_size[1]}]",
         f"data.input_size=[{input_size[0]}, {input_size[1]}]",
         f"data.crop=[{input_size[0]}, {input_size[1]}]",
         f"train.epochs={args.epochs}",
