@@ -62,7 +62,7 @@ class SpdNode(Node):
         self._lock = threading.Lock()
         settings = WorkerSettings(p.stamp_tolerance, p.query_timeout, (p.grid_cols, p.grid_rows), p.publish_dense)
         self.worker = DepthWorker(predictor, self._publish_answer, p.cache_size, p.queue_size, settings,
-                                  self._publish_dense, p.focal_scaling)  # fmt: skip
+                                  self._publish_dense, p.focal_scaling, self._dense_wanted)  # fmt: skip
         # queries are not latest-wins: their DDS history holds as many messages as the worker's queue
         query_qos = qos_profile(p.qos, max(p.qos_depth, p.queue_size))
         if p.compressed:
@@ -137,14 +137,22 @@ class SpdNode(Node):
         with self._lock:
             self._intrinsics = (intr, (msg.width, msg.height))
 
-    def _submit_query(self, header, uv: np.ndarray, ids: np.ndarray | None) -> None:
+    def _too_many(self, n: int) -> bool:
+        """Reject (and count) a query message of more than ``max_queries`` points."""
         limit = self.get_parameter("max_queries").value
-        if len(uv) > limit:
-            return self._reject("too_many_queries", f"{len(uv)} points > max_queries={limit}")
-        self.worker.submit_query(QueryJob(conv.stamp_ns(header), header, uv, ids))
+        if n > limit:
+            self._reject("too_many_queries", f"{n} points > max_queries={limit}")
+        return n > limit
+
+    def _submit_query(self, header, uv: np.ndarray, ids: np.ndarray | None) -> None:
+        if not self._too_many(len(uv)):
+            self.worker.submit_query(QueryJob(conv.stamp_ns(header), header, uv, ids))
 
     def _on_queries(self, msg: PolygonStamped) -> None:
-        uv = np.array([(p.x, p.y) for p in msg.polygon.points], np.float32).reshape(-1, 2)
+        points = msg.polygon.points
+        if self._too_many(len(points)):  # before converting them one by one
+            return
+        uv = np.array([(p.x, p.y) for p in points], np.float32).reshape(-1, 2)
         self._submit_query(msg.header, uv, None)
 
     def _on_query_points(self, msg: PointCloud2) -> None:
@@ -165,9 +173,12 @@ class SpdNode(Node):
             cols["id"] = a.ids
         self._publish(self.pub_points, conv.make_pointcloud2(a.header, cols))
 
+    def _dense_wanted(self) -> bool:
+        """The dense map is decoded only while someone subscribes to ``depth``."""
+        return self.pub_depth.get_subscription_count() > 0
+
     def _publish_dense(self, header, depth: np.ndarray) -> None:
-        if self.pub_depth.get_subscription_count() > 0:
-            self._publish(self.pub_depth, conv.depth_image(header, depth))
+        self._publish(self.pub_depth, conv.depth_image(header, depth))
 
     def _publish(self, publisher, msg) -> None:
         """Publish from the worker thread; answers still in flight at Ctrl-C are dropped quietly."""

@@ -84,8 +84,9 @@ class DepthWorker:
     def __init__(self, predictor: DepthPredictor, on_answer: Callable[[Answer], None], cache_size: int = 8,
                  queue_size: int = 64, settings: WorkerSettings | None = None,
                  on_dense: Callable[[Any, np.ndarray], None] | None = None,
-                 focal_scaling: bool = True) -> None:  # fmt: skip
+                 focal_scaling: bool = True, dense_wanted: Callable[[], bool] = lambda: True) -> None:  # fmt: skip
         self.predictor, self.on_answer, self.on_dense = predictor, on_answer, on_dense
+        self.dense_wanted = dense_wanted  # e.g. "someone subscribes": the dense decode is not free
         self.settings = settings or WorkerSettings()
         self.focal_scaling = focal_scaling
         self.cache: FrameCache[CachedFrame] = FrameCache(cache_size)
@@ -181,7 +182,7 @@ class DepthWorker:
             from spd_core.bag_eval import grid_pixels
 
             self._answer(QueryJob(job.stamp_ns, job.header, grid_pixels(*frame.image_size, nx, ny)), cached)
-        if self.settings.publish_dense and self.on_dense is not None:
+        if self.settings.publish_dense and self.on_dense is not None and self.dense_wanted():
             self.on_dense(job.header, self.predictor.dense(frame))
 
     def _service_queries(self) -> None:
@@ -205,8 +206,11 @@ class DepthWorker:
                 self.counts["query_messages_unmatched"] += 1
                 self._answer(job, None)
         if waiting:
-            with self._cond:
+            with self._cond:  # back in front of those that came meanwhile; the oldest go past queue_size
                 self._queries.extendleft(reversed(waiting))
+                while len(self._queries) > self.queue_size:
+                    self._queries.popleft()
+                    self.counts["query_messages_dropped"] += 1
 
     def _answer_or_nan(self, job: QueryJob, cached: CachedFrame) -> None:
         """Answer from ``cached``; when the model fails on this job (e.g. out of memory), answer it
@@ -231,6 +235,7 @@ class DepthWorker:
             xyz = back_project(job.uv, depth, *intr) if intr else np.full((k, 3), np.nan, np.float32)
             header = cached.header
             self.counts["queries_answered"] += k
+            self.counts["query_points_invalid"] += int(k - np.count_nonzero(np.isfinite(depth)))  # NaN/Inf/outside
         latency = time.monotonic() - job.received
         with self._cond:
             self._latencies.append(latency)

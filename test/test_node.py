@@ -178,9 +178,11 @@ def test_bad_queries(ros) -> None:
     from spd_ros.conversions import make_pointcloud2
 
     harness, _ = ros
+    invalid = harness.wait_counter("query_points_invalid", 0)
     harness.send_queries(11.0, [(float("nan"), 3), (5, float("inf")), (20, 30), (-1, 5), (W, 5), (5, H + 3)])
     a = harness.next_answer()
     assert np.isnan(a["depth"][[0, 1, 3, 4, 5]]).all() and np.isfinite(a["depth"][2])
+    assert harness.wait_counter("query_points_invalid", invalid + 5) == invalid + 5  # counted, not rejected
     harness.send_queries(11.0, [])  # empty list: an empty answer with the frame's header
     a = harness.next_answer()
     assert a["n"] == 0 and a["stamp"] == 11.0

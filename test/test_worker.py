@@ -154,3 +154,39 @@ def test_failing_query_is_answered_with_nans_and_counted(predictor) -> None:
     assert not bad.matched and np.isnan(bad.depth).all() and len(bad.depth) == 3
     assert good.matched and np.isfinite(good.depth).all()
     assert w.counts["query_messages_failed"] == 1
+
+
+def test_dense_map_only_when_wanted(predictor) -> None:
+    """publish_dense decodes the dense map only while dense_wanted() (the node: someone subscribes)."""
+    answers: queue.Queue = queue.Queue()
+    dense: list = []
+    wanted = [False]
+    w = DepthWorker(predictor, answers.put, settings=WorkerSettings(publish_dense=True),
+                    on_dense=lambda h, d: dense.append(h), dense_wanted=lambda: wanted[0])  # fmt: skip
+    w.start()
+    try:
+        for stamp in (1, 2):
+            w.submit_image(ImageJob(stamp * S, f"h{stamp}", img(stamp), None))
+            w.submit_query(QueryJob(stamp * S, "q", np.array([[1.0, 2.0]], np.float32)))
+            assert answers.get(timeout=10).header == f"h{stamp}"  # answered once the frame is fully done
+            wanted[0] = True
+    finally:
+        w.stop()
+    assert dense == ["h2"]
+
+
+def test_queue_bound_holds_while_queries_wait(predictor) -> None:
+    """Queries arriving while the worker re-checks waiting ones do not push the queue past queue_size."""
+    w, _ = make_worker(predictor, queue_size=3, timeout=30.0)
+    may_arrive = w.cache.may_arrive
+
+    def racing(stamp_ns: int, tol: int) -> bool:  # a callback delivers a query mid-pass
+        w.submit_query(QueryJob(99 * S, "new", np.zeros((1, 2), np.float32)))
+        return may_arrive(stamp_ns, tol)
+
+    for i in range(3):
+        w.submit_query(QueryJob((10 + i) * S, f"q{i}", np.zeros((1, 2), np.float32)))  # frames not here yet
+    w.cache.may_arrive = racing
+    w._service_queries()  # one pass of the worker thread, run here
+    assert w.queue_lengths()["queries_waiting"] == 3 and w.counts["query_messages_dropped"] == 3
+    assert [j.header for j in w._queries] == ["new"] * 3  # the oldest went first
