@@ -153,7 +153,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                                channels_last=cl, chunk=args.chunk)  # fmt: skip
             report["timing"].append(run_timing(cfg))
     if args.node:
-        try:  # lazily: spd_core never imports rclpy
+        try:  # lazily: spd_core itself stays ROS-free
             from spd_ros.bench_node import run_node_bench
 
             report["node"] = run_node_bench(args)
