@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from spd_core.data import DataError, RosbagRGBD
-from spd_core.metrics import MAX_DEPTH, compute_errors, query_rng, sample_query_pixels, valid_mask
+from spd_core.metrics import MAX_DEPTH, compute_errors, grid_pixels, query_rng, sample_query_pixels, valid_mask
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +57,6 @@ class FrameResult:
 
 def valid_points(gt: np.ndarray, max_depth: float = MAX_DEPTH) -> np.ndarray:
     return valid_mask(gt, use_eigen_crop=False, max_depth=max_depth)
-
-
-def grid_pixels(h: int, w: int, nx: int, ny: int) -> np.ndarray:
-    """A regular nx × ny grid of pixel centres, inset half a cell from the borders: [nx*ny,2]."""
-    us = (np.arange(nx) + 0.5) * w / nx - 0.5
-    vs = (np.arange(ny) + 0.5) * h / ny - 0.5
-    uu, vv = np.meshgrid(np.round(us), np.round(vs))
-    return np.stack([uu.ravel(), vv.ravel()], 1).astype(np.float32)
 
 
 def gt_at(gt: np.ndarray, uv: np.ndarray) -> np.ndarray:

@@ -97,6 +97,14 @@ def sample_query_pixels(mask: np.ndarray, k: int, rng: np.random.Generator) -> n
     return np.stack([cols[pick], rows[pick]], axis=1).astype(np.int64)
 
 
+def grid_pixels(h: int, w: int, nx: int, ny: int) -> np.ndarray:
+    """A regular nx × ny grid of pixel centres, inset half a cell from the borders: [nx*ny,2]."""
+    us = (np.arange(nx) + 0.5) * w / nx - 0.5
+    vs = (np.arange(ny) + 0.5) * h / ny - 0.5
+    uu, vv = np.meshgrid(np.round(us), np.round(vs))
+    return np.stack([uu.ravel(), vv.ravel()], 1).astype(np.float32)
+
+
 def query_rng(seed: int, index: int) -> np.random.Generator:
     """The generator of the sparse protocol for image ``index``: same pixels on every run."""
     return np.random.default_rng([int(seed), int(index)])

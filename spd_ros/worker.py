@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from spd_core.metrics import grid_pixels
 from spd_core.predictor import DepthPredictor, Frame, back_project
 from spd_ros.frame_cache import FrameCache
 
@@ -179,8 +180,6 @@ class DepthWorker:
         self.counts["frames_encoded"] += 1
         nx, ny = self.settings.grid
         if nx > 0 and ny > 0:
-            from spd_core.bag_eval import grid_pixels
-
             self._answer(QueryJob(job.stamp_ns, job.header, grid_pixels(*frame.image_size, nx, ny)), cached)
         if self.settings.publish_dense and self.on_dense is not None and self.dense_wanted():
             self.on_dense(job.header, self.predictor.dense(frame))
