@@ -9,6 +9,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, Poi
 from std_msgs.msg import Header
 
 from spd_core.data.images import COLOR_ENCODINGS, ImageFormatError, decode_compressed, image_array, to_rgb8
+from spd_core.data.rosbag import stamp_ns  # re-exported: one definition for bags and live messages
 
 # PointField datatype -> numpy dtype
 _FIELD_DTYPES = {
@@ -17,10 +18,6 @@ _FIELD_DTYPES = {
     PointField.FLOAT64: np.float64,
 }  # fmt: skip
 _DTYPE_FIELDS = {np.dtype(v): k for k, v in _FIELD_DTYPES.items()}
-
-
-def stamp_ns(header: Header) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
 def image_to_numpy(msg: Image) -> np.ndarray:

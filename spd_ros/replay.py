@@ -20,15 +20,12 @@ import numpy as np
 
 from spd_core.bag_eval import FramePlan, FrameResult, score_frame
 from spd_core.bag_report import percentiles
+from spd_core.data.rosbag import stamp_ns
 from spd_ros.launch_util import stop_node
 
 log = logging.getLogger(__name__)
 
 DISCOVERY_TIMEOUT_S = 60.0  # node start-up includes loading the model
-
-
-def _stamp_ns(stamp: Any) -> int:
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 class _Collector:
@@ -43,7 +40,7 @@ class _Collector:
         from spd_ros.conversions import pointcloud2_fields
 
         t = time.perf_counter()
-        stamp = _stamp_ns(msg.header.stamp)
+        stamp = stamp_ns(msg.header)
         depth = pointcloud2_fields(msg, ("depth",))["depth"]
         with self.lock:
             if stamp in self.sent and stamp not in self.answers:
@@ -116,7 +113,7 @@ def evaluate_live(args: argparse.Namespace, plans: list[FramePlan]) -> tuple[lis
                     pub_info.publish(bytes(raw))
                     continue
                 pub_img.publish(bytes(raw))
-                stamp = _stamp_ns(reader.deserialize(raw, conn.msgtype).header.stamp)
+                stamp = stamp_ns(reader.deserialize(raw, conn.msgtype).header)
                 plan = by_stamp.get(stamp)
                 if plan is None:
                     continue

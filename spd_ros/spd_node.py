@@ -66,7 +66,7 @@ class SpdNode(Node):
         # queries are not latest-wins: their DDS history holds as many messages as the worker's queue
         query_qos = qos_profile(p.qos, max(p.qos_depth, p.queue_size))
         if p.compressed:
-            self._subscribe(CompressedImage, "image/compressed", self._on_compressed, sub_qos)
+            self._subscribe(CompressedImage, "image/compressed", self._on_image, sub_qos)
         else:
             self._subscribe(Image, "image", self._on_image, sub_qos)
         self._subscribe(CameraInfo, "camera_info", self._on_camera_info, sub_qos)
@@ -113,16 +113,10 @@ class SpdNode(Node):
                 intr = (fx * sx, fy * sy, (cx + 0.5) * sx - 0.5, (cy + 0.5) * sy - 0.5)
         self.worker.submit_image(ImageJob(conv.stamp_ns(header), header, image, intr))
 
-    def _on_image(self, msg: Image) -> None:
+    def _on_image(self, msg: Image | CompressedImage) -> None:
+        decode = conv.compressed_to_numpy if isinstance(msg, CompressedImage) else conv.image_to_numpy
         try:
-            image = conv.image_to_numpy(msg)
-        except conv.ImageFormatError as e:
-            return self._reject("image", str(e))
-        self._submit_image(msg.header, image)
-
-    def _on_compressed(self, msg: CompressedImage) -> None:
-        try:
-            image = conv.compressed_to_numpy(msg)
+            image = decode(msg)
         except conv.ImageFormatError as e:
             return self._reject("image", str(e))
         self._submit_image(msg.header, image)
