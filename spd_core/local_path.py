@@ -31,6 +31,8 @@ f           1       2       o1 = floor(v), floor(u) clamped to H-2, W-2
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -67,6 +69,51 @@ def upsample_source_index(
     return i0, i1, src - i0
 
 
+MAX_CACHED_SIZES = 8  # image sizes whose window tables LocalPath keeps
+GATHERED = ("s8_in", "merge")  # windows read from the full maps
+UPS = (("s8_2", "merge"), ("m2", "u_in"), ("u2", "f_in"))  # ×2 upsampling: (source, destination) windows
+
+
+@dataclass(frozen=True)
+class AxisTable:
+    """Every index and weight the windows of one axis (rows or columns) need, for each output
+    origin ``o1`` in [0, n-2]; a query looks its row up instead of recomputing them.
+
+    ``index`` long [n-1, Li]: clamped global indices of the gathered windows, then per upsampling
+    the local source indices i0, i1. ``weight`` float32 [n-1, Lf]: per window 1 inside the stage's
+    map and 0 outside, then per upsampling the weight of i1 (0 outside the map).
+    """
+
+    index: torch.Tensor
+    weight: torch.Tensor
+
+    INDEX_COLUMNS = (*((f"gather_{k}", WINDOW[k]) for k in GATHERED),
+                     *((f"{i}_{dst}", WINDOW[dst]) for _, dst in UPS for i in ("i0", "i1")))  # fmt: skip
+    WEIGHT_COLUMNS = (*((f"inside_{k}", w) for k, w in WINDOW.items()), *((f"w1_{dst}", WINDOW[dst]) for _, dst in UPS))
+
+    @classmethod
+    def build(cls, n: int, align_corners: bool, device: torch.device) -> AxisTable:
+        """Tables of an axis of ``n`` output pixels (stage ``key`` has ``n // STRIDE[key]``)."""
+        o = window_origins(torch.arange(n - 1))
+        size = {k: n // STRIDE[k] for k in WINDOW}
+        pos = {k: o[k][:, None] + torch.arange(w) for k, w in WINDOW.items()}  # global positions [n-1, w]
+        inside = {k: ((p >= 0) & (p < size[k])).float() for k, p in pos.items()}
+        index = [pos[k].clamp(0, size[k] - 1) for k in GATHERED]
+        weight = list(inside.values())
+        for src, dst in UPS:
+            i0, i1, lam = upsample_source_index(pos[dst].clamp(0, size[dst] - 1), size[src], size[dst], align_corners)
+            index += [i0 - o[src][:, None], i1 - o[src][:, None]]
+            weight.append(lam * inside[dst])
+        return cls(torch.cat(index, 1).to(device), torch.cat(weight, 1).to(device))
+
+    def lookup(self, origin: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Rows of the tables for output origins ``origin`` [N]: name -> [N, window] (index, weight)."""
+        index = torch.split(self.index[origin], [w for _, w in self.INDEX_COLUMNS], dim=1)
+        weight = torch.split(self.weight[origin], [w for _, w in self.WEIGHT_COLUMNS], dim=1)
+        return ({name: t for (name, _), t in zip(self.INDEX_COLUMNS, index, strict=True)},
+                {name: t for (name, _), t in zip(self.WEIGHT_COLUMNS, weight, strict=True)})  # fmt: skip
+
+
 class _DenseOps:
     """Execute the local path on full maps: padded convs, ``F.interpolate`` ×2."""
 
@@ -87,44 +134,27 @@ class _DenseOps:
 
 
 class _WindowOps:
-    """Execute the local path on per-query windows [N,C,w,w] (N queries, one batch each)."""
+    """Execute the local path on per-query windows [N,C,w,w] (N queries, one batch each), with the
+    indices and weights of each query's rows and columns looked up in the image size's tables."""
 
     def __init__(self, bidx: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor,
-                 image_size: tuple[int, int], align_corners: bool) -> None:  # fmt: skip
+                 tables: tuple[AxisTable, AxisTable]) -> None:  # fmt: skip
         self.bidx = bidx
-        self.oy, self.ox = window_origins(oy), window_origins(ox)
-        self.image_size = image_size
-        self.align_corners = align_corners
-        self._masks: dict[str, torch.Tensor] = {}
-
-    def _map_size(self, key: str) -> tuple[int, int]:
-        s = STRIDE[key]
-        return self.image_size[0] // s, self.image_size[1] // s
-
-    def _axes(self, key: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Global row and column indices of the window ``key``: [N,w] each."""
-        r = torch.arange(WINDOW[key], device=self.bidx.device)
-        return self.oy[key][:, None] + r, self.ox[key][:, None] + r
-
-    def _inside(self, key: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Which rows and columns of window ``key`` lie inside the stage's map: [N,w] bool each."""
-        rows, cols = self._axes(key)
-        h, w = self._map_size(key)
-        return (rows >= 0) & (rows < h), (cols >= 0) & (cols < w)
+        (self.iy, self.wy), (self.ix, self.wx) = tables[0].lookup(oy), tables[1].lookup(ox)
+        self._masks: dict[tuple[str, torch.dtype], torch.Tensor] = {}
 
     def mask(self, x: torch.Tensor, key: str) -> torch.Tensor:
         """Zero the window positions outside the stage's map (what zero padding sees)."""
         m = self._masks.get((key, x.dtype))
         if m is None:
-            inside_r, inside_c = self._inside(key)
-            m = self._masks[(key, x.dtype)] = (inside_r[:, :, None] & inside_c[:, None, :])[:, None].to(x.dtype)
+            inside = self.wy[f"inside_{key}"][:, :, None] * self.wx[f"inside_{key}"][:, None, :]
+            m = self._masks[(key, x.dtype)] = inside[:, None].to(x.dtype)
         return x * m
 
     def gather(self, fmap: torch.Tensor, key: str) -> torch.Tensor:
         """Window ``key`` of a full map [B,C,h,w] -> [N,C,win,win], integer indices only."""
-        rows, cols = self._axes(key)
-        h, w = fmap.shape[-2:]
-        x = fmap[self.bidx[:, None, None], :, rows.clamp(0, h - 1)[:, :, None], cols.clamp(0, w - 1)[:, None, :]]
+        rows, cols = self.iy[f"gather_{key}"], self.ix[f"gather_{key}"]
+        x = fmap[self.bidx[:, None, None], :, rows[:, :, None], cols[:, None, :]]
         return self.mask(x.permute(0, 3, 1, 2), key)
 
     def conv(self, layer: nn.Conv2d, x: torch.Tensor, key: str) -> torch.Tensor:
@@ -137,22 +167,18 @@ class _WindowOps:
         order) and blend them with F.interpolate's weights, zeroed outside the map (the ``dst``
         mask). The result is channels_last, the layout the next conv runs fastest in.
         """
-        (h_in, w_in), (h_out, w_out) = self._map_size(src), self._map_size(dst)
-        rows, cols = self._axes(dst)
-        inside_r, inside_c = self._inside(dst)
         n = torch.arange(x.shape[0], device=x.device)[:, None]
-        x = x.permute(0, 3, 2, 1)  # [N, cols, rows, C]
-        x = self._lerp_lines(x, n, cols.clamp(0, w_out - 1), inside_c, self.ox[src], w_in, w_out)
-        x = self._lerp_lines(x.transpose(1, 2), n, rows.clamp(0, h_out - 1), inside_r, self.oy[src], h_in, h_out)
+        x = self._lerp_lines(x.permute(0, 3, 2, 1), n, self.ix, self.wx, dst)  # [N, cols, rows, C]
+        x = self._lerp_lines(x.transpose(1, 2), n, self.iy, self.wy, dst)
         return x.permute(0, 3, 1, 2)  # [N, rows, cols, C] -> [N,C,d,d]
 
-    def _lerp_lines(self, x: torch.Tensor, n: torch.Tensor, t: torch.Tensor, inside: torch.Tensor,
-                    origin: torch.Tensor, n_in: int, n_out: int) -> torch.Tensor:  # fmt: skip
-        """Lines of x [N,s,...] at output indices ``t`` [N,d] -> [N,d,...], zero where not ``inside``."""
-        i0, i1, lam = upsample_source_index(t, n_in, n_out, self.align_corners)
-        w1 = (lam * inside).to(x.dtype)[:, :, None, None]
-        w0 = inside.to(x.dtype)[:, :, None, None] - w1
-        return x[n, i0 - origin[:, None]] * w0 + x[n, i1 - origin[:, None]] * w1
+    @staticmethod
+    def _lerp_lines(x: torch.Tensor, n: torch.Tensor, index: dict[str, torch.Tensor],
+                    weight: dict[str, torch.Tensor], dst: str) -> torch.Tensor:  # fmt: skip
+        """Lines of x [N,s,...] at the ``dst`` window's positions -> [N,d,...], zero outside the map."""
+        w1 = weight[f"w1_{dst}"].to(x.dtype)[:, :, None, None]
+        w0 = weight[f"inside_{dst}"].to(x.dtype)[:, :, None, None] - w1
+        return x[n, index[f"i0_{dst}"]] * w0 + x[n, index[f"i1_{dst}"]] * w1
 
 
 class LocalPath(nn.Module):
@@ -162,6 +188,7 @@ class LocalPath(nn.Module):
                  align_corners: bool = False) -> None:  # fmt: skip
         super().__init__()
         self.align_corners = align_corners
+        self._tables: dict[tuple, tuple[AxisTable, AxisTable]] = {}  # see axis_tables
 
         def conv3(cin: int, cout: int) -> nn.Conv2d:
             return nn.Conv2d(cin, cout, kernel_size=3, padding=1)
@@ -200,4 +227,14 @@ class LocalPath(nn.Module):
         ``bidx`` [N] batch index per query; ``oy``/``ox`` [N] output origins, already clamped
         to [0, H-2] / [0, W-2].
         """
-        return self._run(_WindowOps(bidx, oy, ox, image_size, self.align_corners), s8, l1)
+        return self._run(_WindowOps(bidx, oy, ox, self.axis_tables(image_size, s8.device)), s8, l1)
+
+    def axis_tables(self, image_size: tuple[int, int], device: torch.device) -> tuple[AxisTable, AxisTable]:
+        """(rows, columns) tables of an image size, built on first use and kept (a few kB each)."""
+        key = (*image_size, self.align_corners, str(device))
+        tables = self._tables.get(key)
+        if tables is None:
+            if len(self._tables) >= MAX_CACHED_SIZES:
+                self._tables.clear()
+            tables = self._tables[key] = tuple(AxisTable.build(n, self.align_corners, device) for n in image_size)
+        return tables
