@@ -8,7 +8,8 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data, qos_profile_system_default
 
-RUNTIME = ("stamp_tolerance", "query_timeout", "max_queries", "publish_dense")  # changeable while running
+# changeable while running
+RUNTIME = ("stamp_tolerance", "query_timeout", "max_queries", "publish_dense", "inline_max_points")
 QOS = {"sensor_data": qos_profile_sensor_data, "system_default": qos_profile_system_default, "reliable": None}
 
 
@@ -24,6 +25,7 @@ class NodeParams:
     stamp_tolerance: float = 0.005
     query_timeout: float = 0.5
     max_queries: int = 4096
+    inline_max_points: int = 256
     grid_cols: int = 0
     grid_rows: int = 0
     publish_dense: bool = False
@@ -52,6 +54,8 @@ DESCRIPTIONS = {
     "stamp_tolerance": ("s: a query matches a frame whose stamp is this close", _floats(0.0, 10.0)),
     "query_timeout": ("s: how long a query waits for a frame not encoded yet", _floats(0.0, 60.0)),
     "max_queries": ("points per query message; larger messages are rejected", _ints(1, 1000000)),
+    "inline_max_points": ("queries up to this size are answered on the callback thread when the model is "
+                          "free (no thread hand-off); 0 = always by the worker", _ints(0, 1000000)),
     "grid_cols": ("fixed query grid answered on every frame: columns (0 = off)", _ints(0, 1024)),
     "grid_rows": ("fixed query grid answered on every frame: rows (0 = off)", _ints(0, 1024)),
     "publish_dense": ("also publish the dense 32FC1 depth map on 'depth' (when subscribed)", None),

@@ -4,7 +4,8 @@ Subscribes ``image`` (or ``image/compressed``), ``camera_info``, ``queries`` (Po
 y=v) and ``query_points`` (PointCloud2 with float32 u, v and optional id); publishes
 ``depth_points`` (PointCloud2 x,y,z,u,v,depth[,id], one point per query, in order), ``depth``
 (32FC1, with ``publish_dense``) and ``/diagnostics``. The model runs in one worker thread
-(:mod:`spd_ros.worker`); callbacks only convert and enqueue.
+(:mod:`spd_ros.worker`); callbacks convert and enqueue, and answer a small query themselves when
+the model is free (``inline_max_points``).
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ class SpdNode(Node):
         self.rejected: Counter[str] = Counter()
         self._intrinsics: tuple[tuple[float, float, float, float], tuple[int, int]] | None = None
         self._lock = threading.Lock()
-        settings = WorkerSettings(p.stamp_tolerance, p.query_timeout, (p.grid_cols, p.grid_rows), p.publish_dense)
+        settings = WorkerSettings(p.stamp_tolerance, p.query_timeout, (p.grid_cols, p.grid_rows), p.publish_dense,
+                                  p.inline_max_points)  # fmt: skip
         self.worker = DepthWorker(predictor, self._publish_answer, p.cache_size, p.queue_size, settings,
                                   self._publish_dense, p.focal_scaling, self._dense_wanted)  # fmt: skip
         # queries are not latest-wins: their DDS history holds as many messages as the worker's queue
@@ -227,6 +229,8 @@ class SpdNode(Node):
                 s.query_timeout_s = float(prm.value)
             elif prm.name == "publish_dense":
                 s.publish_dense = bool(prm.value)
+            elif prm.name == "inline_max_points":
+                s.inline_max_points = int(prm.value)
         return SetParametersResult(successful=True)
 
     def destroy_node(self) -> None:

@@ -5,6 +5,10 @@ callback, so scheduling, stamp matching and bounded queues are tested without RO
 
 * Images are latest-wins: an image that arrives while the encoder is busy replaces the pending
   one (the replaced one is counted as dropped).
+* A small query (at most ``inline_max_points``) that finds the model free, no other query
+  waiting, no image pending and its frame cached is answered at once on the caller's thread:
+  the thread hand-off costs more than such a query. The caller never waits for the model (the
+  lock is only tried); every other query goes to the worker.
 * Queries wait in a bounded FIFO: stamp 0 takes the newest frame; another stamp takes the cached
   frame within ``stamp_tolerance``, waits up to ``query_timeout`` for a frame that may still come,
   and is otherwise answered with NaNs and counted as unmatched. A full queue drops its oldest
@@ -77,6 +81,7 @@ class WorkerSettings:
     query_timeout_s: float = 0.5
     grid: tuple[int, int] = (0, 0)  # (nx, ny) answered for every frame; (0, 0) = off
     publish_dense: bool = False
+    inline_max_points: int = 0  # answer queries up to this size on the submitting thread when the model is free
 
 
 class DepthWorker:
@@ -96,6 +101,7 @@ class DepthWorker:
         self._pending: ImageJob | None = None
         self._new_queries = False  # queries arrived since the last pass over the queue
         self._cond = threading.Condition()
+        self._model = threading.Lock()  # whoever runs the model holds it: the worker, or submit_query inline
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="spd_worker", daemon=True)
         self.counts: Counter[str] = Counter()
@@ -114,6 +120,8 @@ class DepthWorker:
             self._cond.notify()
 
     def submit_query(self, job: QueryJob) -> None:
+        if len(job.uv) <= self.settings.inline_max_points and self._answer_inline(job):
+            return
         with self._cond:
             self.counts["query_messages"] += 1
             if len(self._queries) >= self.queue_size:
@@ -122,6 +130,25 @@ class DepthWorker:
             self._queries.append(job)
             self._new_queries = True
             self._cond.notify()
+
+    def _answer_inline(self, job: QueryJob) -> bool:
+        """Answer ``job`` on this thread if the model is free, nothing is queued before it, no image
+        waits for the encoder and its frame is cached; False (nothing done) otherwise."""
+        if not self._model.acquire(blocking=False):
+            return False
+        try:
+            with self._cond:
+                if self._queries or self._pending is not None or self._stop:
+                    return False
+                hit = self._lookup(job)
+                if hit is None:
+                    return False
+                self.counts["query_messages"] += 1
+                self.counts["query_messages_inline"] += 1
+            self._answer_or_nan(job, hit[1])
+            return True
+        finally:
+            self._model.release()
 
     def queue_lengths(self) -> dict[str, int]:
         with self._cond:
@@ -161,10 +188,11 @@ class DepthWorker:
                     return
                 image, self._pending, self._new_queries = self._pending, None, False
             try:
-                self._service_queries()
-                if image is not None:
-                    self._encode(image)
+                with self._model:
                     self._service_queries()
+                    if image is not None:
+                        self._encode(image)
+                        self._service_queries()
             except Exception as e:  # the node keeps running; the error is counted and logged
                 self.error = e
                 self.counts["worker_errors"] += 1
@@ -193,7 +221,7 @@ class DepthWorker:
         now = time.monotonic()
         waiting = []
         for job in jobs:
-            hit = self.cache.newest() if job.stamp_ns == 0 else self.cache.find(job.stamp_ns, tol)
+            hit = self._lookup(job)
             if hit is not None:
                 self._answer_or_nan(job, hit[1])
             elif now - job.received < self.settings.query_timeout_s and (
@@ -210,6 +238,12 @@ class DepthWorker:
                 while len(self._queries) > self.queue_size:
                     self._queries.popleft()
                     self.counts["query_messages_dropped"] += 1
+
+    def _lookup(self, job: QueryJob) -> tuple[int, CachedFrame] | None:
+        """The cached frame ``job`` asks for: the newest for stamp 0, else the nearest within tolerance."""
+        if job.stamp_ns == 0:
+            return self.cache.newest()
+        return self.cache.find(job.stamp_ns, int(self.settings.stamp_tolerance_s * 1e9))
 
     def _answer_or_nan(self, job: QueryJob, cached: CachedFrame) -> None:
         """Answer from ``cached``; when the model fails on this job (e.g. out of memory), answer it

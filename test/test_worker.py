@@ -190,3 +190,44 @@ def test_queue_bound_holds_while_queries_wait(predictor) -> None:
     w._service_queries()  # one pass of the worker thread, run here
     assert w.queue_lengths()["queries_waiting"] == 3 and w.counts["query_messages_dropped"] == 3
     assert [j.header for j in w._queries] == ["new"] * 3  # the oldest went first
+
+
+def test_small_query_is_answered_inline_when_the_model_is_free(predictor) -> None:
+    """With the model free and the frame cached, a query of ≤ inline_max_points is answered on the
+    submitting thread, equal to the worker's answer; a larger one, one behind a waiting query or an
+    image for the encoder, and one that finds the model busy go to the worker."""
+    import threading
+
+    answers: list = []
+    settings = WorkerSettings(stamp_tolerance_s=0.001, query_timeout_s=5.0, inline_max_points=4)
+    w = DepthWorker(predictor, lambda a: answers.append((threading.current_thread(), a)), settings=settings)
+    w.submit_image(ImageJob(1 * S, "h1", img(1), None))
+    uv = np.array([[5.0, 6.0], [20.5, 30.25]], np.float32)
+    w.submit_query(QueryJob(1 * S, "q", uv))  # frame not encoded yet: queued
+    assert not answers and w.queue_lengths()["queries_waiting"] == 1
+    w.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(answers) < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        worker_thread, first = answers[0]
+        assert worker_thread is not threading.current_thread() and first.matched
+
+        w.submit_query(QueryJob(1 * S, "q", uv))  # model free, nothing waiting: answered right here
+        thread, inline = answers[1]
+        assert thread is threading.current_thread() and inline.header == "h1"
+        np.testing.assert_array_equal(inline.depth, first.depth)
+        assert w.counts["query_messages_inline"] == 1 and w.counts["query_messages"] == 2
+
+        big = np.tile(uv, (3, 1))  # 6 points > inline_max_points
+        w.submit_query(QueryJob(1 * S, "big", big))
+        with w._model:  # the model is busy: the small query is queued, never waited for
+            w.submit_query(QueryJob(1 * S, "busy", uv))
+            assert w.counts["query_messages_inline"] == 1
+        while len(answers) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [a.uv.shape[0] for _, a in answers[2:]] == [6, 2]  # in order, both by the worker
+        assert all(t is not threading.current_thread() for t, _ in answers[2:])
+    finally:
+        w.stop()
+    assert w.counts["query_messages"] == 4 and w.counts["queries_answered"] == 2 + 2 + 6 + 2
