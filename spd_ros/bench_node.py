@@ -134,6 +134,11 @@ class _RoundTrip:
             if (self.pub_image.get_subscription_count() > 0 and self.pub_query.get_subscription_count() > 0
                     and self.node.count_publishers("depth_points") > 0):  # fmt: skip
                 time.sleep(0.5)  # let depth_points -> us match as well
+                others = self.node.count_publishers("depth_points") - 1
+                if others > 0:  # their answers would be taken for ours
+                    domain = os.environ.get("ROS_DOMAIN_ID")
+                    raise RuntimeError(f"{others} other node(s) publish depth_points on ROS domain {domain}; "
+                                       "stop them or set SPD_BENCH_DOMAIN_ID to a free domain")  # fmt: skip
                 return
             time.sleep(0.1)
         raise RuntimeError(f"spd_node did not subscribe to image/queries within {START_TIMEOUT_S:.0f} s")

@@ -157,3 +157,33 @@ def test_node_round_trip_answers_like_the_predictor(tmp_path: Path, monkeypatch:
         assert r["lost"] == 0 and r["rtt_ms"]["n"] == r["model_ms"]["n"] == r["model_paced_ms"]["n"] == 5
         assert r["max_rel_diff_vs_predictor"] <= 1e-5
     assert "## Node round trip" in (out / "bench.md").read_text()
+
+
+def test_node_bench_refuses_a_domain_where_another_node_answers(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Another publisher of depth_points on the benchmark's domain (a stray spd_node) would have its
+    answers taken for the node's: the benchmark stops with an error naming it instead of measuring."""
+    pytest.importorskip("rclpy")
+    import subprocess
+
+    from spd_ros.ros_env import local_ros_env
+
+    domain = str(150 + (os.getpid() + 31) % 60)
+    monkeypatch.setenv("SPD_BENCH_DOMAIN_ID", domain)
+    monkeypatch.setenv("ROS_DOMAIN_ID", domain)
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    stray = ("import time, rclpy; from sensor_msgs.msg import PointCloud2; rclpy.init(); "
+             "n = rclpy.create_node('stray'); p = n.create_publisher(PointCloud2, 'depth_points', 10); "
+             "time.sleep(120)")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", stray], env=local_ros_env(int(domain)))
+    try:
+        out = tmp_path / "node"
+        args = ["--quick", "--macs-only", "--macs-sizes", "64x96", "--node", "--ks", "1",
+                "--node-queries", "2", "--device", "cpu", "--threads", "1", "--out", str(out)]  # fmt: skip
+        main(args)
+        node = json.loads((out / "bench.json").read_text())["node"]
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "1 other node(s) publish depth_points" in node.get("error", ""), node
+    assert not node["per_k"]
