@@ -211,6 +211,20 @@ def test_runtime_parameters_and_dense(ros, predictor: DepthPredictor) -> None:
     harness.wait_counter("rejected_too_many_queries", base + 1)
     harness.send_queries(11.0, uv_points(3))
     assert harness.next_answer()["n"] == 3
+    harness.send_image(image(36), 36.0)
+    harness.send_queries(36.0, uv_points(2))
+    assert np.isfinite(harness.next_answer()["depth"]).all()  # frame 36 encoded (the query waited for it)
+    before = harness.diagnostics()
+    harness.send_queries(36.0, uv_points(2))  # model free, frame cached: answered on the callback thread
+    assert np.isfinite(harness.next_answer()["depth"]).all()
+    mid = harness.diagnostics()
+    assert int(mid["query_messages_inline"]) == int(before.get("query_messages_inline", 0)) + 1
+    assert harness.set_parameters(node, inline_max_points=0) == [(True, "")]
+    harness.send_queries(36.0, uv_points(2))
+    assert np.isfinite(harness.next_answer()["depth"]).all()
+    after = harness.diagnostics()
+    assert int(after["query_messages"]) == int(mid["query_messages"]) + 1
+    assert after["query_messages_inline"] == mid["query_messages_inline"]  # by the worker now
     assert harness.set_parameters(node, max_queries=MAX_QUERIES, publish_dense=True) == [(True, "")] * 2
     img = image(40)
     expect = predictor.dense(predictor.encode(img, fx=FX))
