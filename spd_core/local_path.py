@@ -90,6 +90,8 @@ class AxisTable:
     INDEX_COLUMNS = (*((f"gather_{k}", WINDOW[k]) for k in GATHERED),
                      *((f"{i}_{dst}", WINDOW[dst]) for _, dst in UPS for i in ("i0", "i1")))  # fmt: skip
     WEIGHT_COLUMNS = (*((f"inside_{k}", w) for k, w in WINDOW.items()), *((f"w1_{dst}", WINDOW[dst]) for _, dst in UPS))
+    INDEX_WIDTHS = tuple(w for _, w in INDEX_COLUMNS)
+    WEIGHT_WIDTHS = tuple(w for _, w in WEIGHT_COLUMNS)
 
     @classmethod
     def build(cls, n: int, align_corners: bool, device: torch.device) -> AxisTable:
@@ -108,8 +110,8 @@ class AxisTable:
 
     def lookup(self, origin: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Rows of the tables for output origins ``origin`` [N]: name -> [N, window] (index, weight)."""
-        index = torch.split(self.index[origin], [w for _, w in self.INDEX_COLUMNS], dim=1)
-        weight = torch.split(self.weight[origin], [w for _, w in self.WEIGHT_COLUMNS], dim=1)
+        index = torch.split(self.index[origin], self.INDEX_WIDTHS, dim=1)
+        weight = torch.split(self.weight[origin], self.WEIGHT_WIDTHS, dim=1)
         return ({name: t for (name, _), t in zip(self.INDEX_COLUMNS, index, strict=True)},
                 {name: t for (name, _), t in zip(self.WEIGHT_COLUMNS, weight, strict=True)})  # fmt: skip
 
