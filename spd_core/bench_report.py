@@ -75,13 +75,15 @@ def node_markdown(node: dict[str, Any]) -> list[str]:
     if "error" in node:
         return [*lines, f"Not measured: {node['error']}", ""]
     lines += ["| K | round trip p50 ms | p90 ms | p99 ms | model.query p50 ms | overhead p50 ms | target ms "
-              "| model paced p50 ms | overhead vs paced ms | lost | max rel diff vs predictor |",
-              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+              "| model paced p50 ms | overhead vs paced ms | node compute p50 ms | ROS path p50 ms | lost "
+              "| max rel diff vs predictor |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for r in node["per_k"]:
         rtt, diff = r["rtt_ms"], r["max_rel_diff_vs_predictor"]
         lines.append(f"| {r['k']} | {_ms(rtt['p50'])} | {_ms(rtt['p90'])} | {_ms(rtt['p99'])} "
                      f"| {_ms(r['model_ms']['p50'])} | {_ms(r['overhead_p50_ms'])} | {_ms(r['target_ms'])} "
                      f"| {_ms(r['model_paced_ms']['p50'])} | {_ms(r['overhead_vs_paced_p50_ms'])} "
+                     f"| {_ms(r['node_compute_p50_ms'])} | {_ms(r['ros_path_p50_ms'])} "
                      f"| {r['lost']} | {'—' if diff is None else f'{diff:.1e}'} |")  # fmt: skip
     lines += ["", node.get("note", ""), ""]
     return lines

@@ -35,6 +35,7 @@ ANSWER_TIMEOUT_S = 10.0
 STAMP = (1_700_000_000, 123_000_000)  # the one image's stamp (sec, nanosec)
 BLOCK = 10  # model timings and round trips alternate in blocks of this many
 SETTLE_S = 0.05  # pause between blocks
+DIAG_WAIT_S = 1.2  # spd_node publishes /diagnostics once a second: wait for the window in progress
 
 
 def percentiles(ms: list[float]) -> dict[str, float]:
@@ -100,6 +101,7 @@ class _RoundTrip:
     own cost as rclpy allows."""
 
     def __init__(self, node: Any) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import PolygonStamped
         from rclpy.impl.implementation_singleton import rclpy_implementation
         from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -110,6 +112,9 @@ class _RoundTrip:
         self.pub_image = node.create_publisher(Image, "image", reliable)
         self.pub_query = node.create_publisher(PolygonStamped, "queries", reliable)
         self.sub = node.create_subscription(PointCloud2, "depth_points", lambda _: None, reliable)
+        history = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)  # read once per K
+        self.diag = node.create_subscription(DiagnosticArray, "/diagnostics", lambda _: None, history)
+        self._counts: tuple[int, int] | None = None  # (query_messages, queries_answered) of the last window
         self._wait_set = rclpy_implementation.WaitSet(1, 0, 0, 0, 0, 0, node.context.handle)
 
     def _take(self, timeout_s: float) -> tuple[float, Any] | None:
@@ -125,6 +130,21 @@ class _RoundTrip:
             self._wait_set.clear_entities()
             self._wait_set.add_subscription(self.sub.handle)
             self._wait_set.wait(int(left * 1e9))
+
+    def node_windows(self) -> list[tuple[int, int, float]]:
+        """The node's /diagnostics windows since the last call, after waiting for the one in progress:
+        (query messages, query points, latency p50 ms receipt -> answer ready) of each window with queries."""
+        time.sleep(DIAG_WAIT_S)
+        out = []
+        while (info := self.diag.handle.take_message(self.diag.msg_type, False)) is not None:
+            for status in info[0].status:
+                values = {kv.key: kv.value for kv in status.values}
+                counts = (int(values.get("query_messages", 0)), int(values.get("queries_answered", 0)))
+                if self._counts is not None and counts[0] > self._counts[0] and "latency_ms_p50" in values:
+                    out.append((counts[0] - self._counts[0], counts[1] - self._counts[1],
+                                float(values["latency_ms_p50"])))  # fmt: skip
+                self._counts = counts
+        return out
 
     def wait_ready(self, proc: subprocess.Popen) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -181,8 +201,7 @@ def _measure_k(rt: _RoundTrip, predictor: DepthPredictor, frame: Frame, uv: np.n
     A third block times the model *paced* at the round trip's rate, i.e. idle between calls as
     long as the node is between queries: on a CPU that sleeps when idle (this VM), a query after a
     few ms of idle takes much longer than back to back, and that is not ROS overhead."""
-    muv = to_model_pixels(torch.as_tensor(uv, dtype=torch.float32), frame.image_size, predictor.input_size)
-    muv = muv[None].to(predictor.device)
+    muv = torch.from_numpy(to_model_pixels(uv, frame.image_size, predictor.input_size))[None].to(predictor.device)
 
     def model_query() -> torch.Tensor:
         with torch.inference_mode():
@@ -200,6 +219,7 @@ def _measure_k(rt: _RoundTrip, predictor: DepthPredictor, frame: Frame, uv: np.n
         return out
 
     rtt, model_ms, paced_ms, lost, answer = [], [], [], 0, None
+    rt.node_windows()  # start from a window boundary: earlier queries are not this K's
     for start in range(0, n, BLOCK):
         m = min(BLOCK, n - start)
         model_ms += model_block(m, 0.0)
@@ -220,10 +240,15 @@ def _measure_k(rt: _RoundTrip, predictor: DepthPredictor, frame: Frame, uv: np.n
         time.sleep(SETTLE_S)
     expect = predictor.query(frame, uv)
     mp, rp, pp = percentiles(model_ms), percentiles(rtt), percentiles(paced_ms)
+    # windows of this K's queries only (every message had K points): the node's own compute time
+    node_p50 = [lat for msgs, points, lat in rt.node_windows() if points == msgs * len(uv)]
+    node_ms = float(np.median(node_p50)) if node_p50 else None
     return {
         "k": len(uv), "rtt_ms": rp, "model_ms": mp, "lost": lost, "overhead_p50_ms": rp["p50"] - mp["p50"],
         "target_ms": 2.0 + 0.1 * mp["p50"],
         "model_paced_ms": pp, "overhead_vs_paced_p50_ms": rp["p50"] - pp["p50"],
+        "node_compute_p50_ms": node_ms, "node_windows": len(node_p50),
+        "ros_path_p50_ms": None if node_ms is None else rp["p50"] - node_ms,
         "max_rel_diff_vs_predictor": (None if answer is None
                                       else float(np.nanmax(np.abs(answer - expect) / np.abs(expect)))),
     }  # fmt: skip
@@ -271,6 +296,8 @@ def run_node_bench(args: argparse.Namespace) -> dict[str, Any]:
                       f"in this process on the same frame and points; the two alternate in blocks of {BLOCK} "
                       f"back-to-back calls (after {args.warmup} untimed) with {SETTLE_S * 1e3:.0f} ms pauses; "
                       "overhead = round trip p50 − model p50; model paced = the same calls one per round-trip "
-                      "p50, idle in between as the node is; "
+                      "p50, idle in between as the node is; node compute = the node's own receipt -> answer "
+                      "ready time (median of its /diagnostics latency p50 over the 1-s windows of this K), "
+                      "ROS path = round trip p50 − node compute (transport, executor, message conversion); "
                       "target = 2 ms + 10 % of the model p50.")  # fmt: skip
     return result

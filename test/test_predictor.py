@@ -37,11 +37,13 @@ def test_query_equals_dense_map_at_original_pixels(predictor: DepthPredictor) ->
 
 
 def test_pixel_mapping_and_outside_queries() -> None:
-    uv = torch.tensor([[0.0, 0.0], [159.0, 119.0], [79.5, 59.5], [-0.5, 3.0], [160.0, 3.0], [float("nan"), 1.0]])
+    inf, nan = float("inf"), float("nan")
+    uv = np.array([[0.0, 0.0], [159.0, 119.0], [79.5, 59.5], [-0.5, 3.0], [160.0, 3.0], [nan, 1.0], [3.0, inf]])
     m = to_model_pixels(uv, (120, 160), (64, 96))
-    torch.testing.assert_close(m[2], torch.tensor([47.5, 31.5]))  # image centre -> model centre
-    torch.testing.assert_close(m[:2], torch.tensor([[0.0, 0.0], [95.0, 63.0]]))  # clamped onto edge centres
-    assert torch.isnan(m[3:]).all()
+    assert m.dtype == np.float32 and m.shape == uv.shape
+    np.testing.assert_allclose(m[2], [47.5, 31.5])  # image centre -> model centre
+    np.testing.assert_allclose(m[:2], [[0.0, 0.0], [95.0, 63.0]])  # clamped onto edge centres
+    assert np.isnan(m[3:]).all()
 
 
 def test_outside_queries_are_nan_and_empty_is_empty(predictor: DepthPredictor) -> None:
