@@ -76,7 +76,7 @@ def to_model_pixels(uv: np.ndarray, image_size: tuple[int, int], model_size: tup
         inside = (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
     mu = np.clip((u + 0.5) * (mw / w) - 0.5, 0, mw - 1)
     mv = np.clip((v + 0.5) * (mh / h) - 0.5, 0, mh - 1)
-    return np.where(inside[..., None], np.stack([mu, mv], -1), np.nan).astype(np.float32)
+    return np.where(inside[..., None], np.stack([mu, mv], -1), np.nan).astype(np.float32, copy=False)
 
 
 @dataclass

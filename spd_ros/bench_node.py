@@ -5,7 +5,9 @@ size, ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``, its own ``ROS_DOMAIN_ID``), p
 image, then PolygonStamped queries with that image's stamp, one at a time, and times publish
 -> PointCloud2 on ``depth_points``. In the same run it times ``SPDModel.query`` on the same
 frame and points in this process: overhead = round trip − model time (target: ≤ 2 ms + 10 %
-of the model time). Imported lazily by :mod:`spd_core.bench`; spd_core never imports rclpy.
+of the model time). The node's own compute time, read from its ``/diagnostics`` second by second,
+splits off the ROS path (transport, executor, message conversion). Imported lazily by
+:mod:`spd_core.bench`; spd_core never imports rclpy.
 """
 
 from __future__ import annotations
