@@ -53,9 +53,10 @@ setup(
     entry_points={
         "console_scripts": [
             "spd_node = spd_ros.spd_node:main",
-            "spd-train = spd_core.train:main",
-            "spd-eval = spd_core.evaluate:main",
-            "spd-bench = spd_core.bench:main",
+            "spd-train = spd_core.train.cli:main",
+            "spd-eval = spd_core.eval.evaluate:main",
+            "spd-bench = spd_core.bench.cli:main",
+            "spd-bench-node = spd_ros.bench_node:main",
             "spd-bag-eval = spd_ros.bag_eval:main",
             "spd-demo = spd_ros.demo:main",
         ],

@@ -1,5 +1,18 @@
-"""spd_core: the ROS-free core of spd_ros — model, exact sparse decoding, checkpoints."""
+"""spd_core: the ROS-free core of spd_ros.
+
+Sub-packages, each importing only from those below it (``python -m spd_core._layering``):
+
+- ``device``, ``preprocess``, ``camera``: devices and precision, image normalisation and pixel
+  mapping, pinhole geometry;
+- ``model``: encoder + FPN, the exact local path, checkpoints;
+- ``data``: NYU Depth V2, RGB-D rosbag2, synthetic scenes;
+- ``predictor``: ``DepthPredictor``, the one inference path;
+- ``eval``: metrics, dataset and bag evaluation, figures;
+- ``train``: config, trainer, losses, ``spd-train``;
+- ``bench``: MACs and timing against the plan, ``spd-bench``.
+"""
 
 from spd_core.model import FrameFeatures, ModelConfig, SPDModel
+from spd_core.predictor import DepthPredictor
 
-__all__ = ["FrameFeatures", "ModelConfig", "SPDModel"]
+__all__ = ["DepthPredictor", "FrameFeatures", "ModelConfig", "SPDModel"]

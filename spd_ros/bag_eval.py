@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from spd_core.bag_eval import QUERY_MODES, evaluate_offline, plan_frames, recorded_queries
-from spd_core.bag_report import print_summary, write_report
+from spd_core.eval.bag import QUERY_MODES, evaluate_offline, plan_frames, recorded_queries
+from spd_core.eval.bag_report import print_summary, write_report
 
 log = logging.getLogger("spd_bag_eval")
 
@@ -114,8 +114,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    from spd_core.checkpoint import CheckpointError
     from spd_core.data import DataError
+    from spd_core.model.checkpoint import CheckpointError
 
     try:
         summary = run(args)

@@ -1,4 +1,7 @@
-"""Round trip through ``spd_node`` (``spd-bench --node``): ROS + conversion overhead of a query.
+"""``spd-bench-node``: round trip through ``spd_node``, the ROS + conversion overhead of a query.
+
+    spd-bench-node --device cpu --threads 2 --encoder convnextv2_atto --size 96x128 --ks 1,16,64,128
+
 
 Starts spd_node in a child process (random-weight checkpoint of the benchmark's encoder and
 size, ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``, its own ``ROS_DOMAIN_ID``), publishes one
@@ -6,8 +9,8 @@ image, then PolygonStamped queries with that image's stamp, one at a time, and t
 -> PointCloud2 on ``depth_points``. In the same run it times ``SPDModel.query`` on the same
 frame and points in this process: overhead = round trip − model time (target: ≤ 2 ms + 10 %
 of the model time). The node's own compute time, read from its ``/diagnostics`` second by second,
-splits off the ROS path (transport, executor, message conversion). Imported lazily by
-:mod:`spd_core.bench`; spd_core never imports rclpy.
+splits off the ROS path (transport, executor, message conversion). Lives in spd_ros: spd_core
+never imports rclpy.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -25,10 +30,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from spd_core.bench_timing import time_fn
-from spd_core.checkpoint import make_checkpoint, save_checkpoint
-from spd_core.model import ModelConfig, SPDModel
-from spd_core.predictor import DepthPredictor, Frame, to_model_pixels
+from spd_core.bench.cli import OneLineParser, environment, loadavg, parse_ks, parse_size, write_report
+from spd_core.bench.timing import time_fn
+from spd_core.device import PRECISIONS, check_precision, resolve_device
+from spd_core.model.checkpoint import make_checkpoint, save_checkpoint
+from spd_core.model.spd_model import ModelConfig, SPDModel
+from spd_core.predictor import DepthPredictor, Frame
+from spd_core.preprocess import to_model_pixels
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +301,7 @@ def run_node_bench(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
     model = SPDModel(ModelConfig(encoder=args.encoder)).eval()
     ckpt = make_checkpoint(model, input_size=(h, w))
-    result: dict[str, Any] = {"domain_id": int(env["ROS_DOMAIN_ID"]), "queries_per_k": args.node_queries, "per_k": []}
+    result: dict[str, Any] = {"domain_id": int(env["ROS_DOMAIN_ID"]), "queries_per_k": args.queries, "per_k": []}
     with tempfile.TemporaryDirectory(prefix="spd-bench-node-") as tmp:
         path = Path(tmp) / "random.pt"
         save_checkpoint(path, ckpt)
@@ -309,7 +317,7 @@ def run_node_bench(args: argparse.Namespace) -> dict[str, Any]:
             rt.wait_for_frame(_image_msg(image), np.array([[w / 2, h / 2]]))
             for k in args.ks:
                 uv = rng.uniform([0, 0], [w - 1, h - 1], (k, 2))
-                result["per_k"].append(_measure_k(rt, predictor, frame, uv, args.node_queries, args.warmup))
+                result["per_k"].append(_measure_k(rt, predictor, frame, uv, args.queries, args.warmup))
         except RuntimeError as e:
             result["error"] = str(e)
         finally:
@@ -318,7 +326,7 @@ def run_node_bench(args: argparse.Namespace) -> dict[str, Any]:
             tail = _stop(proc, log_file)
             if "error" in result and tail:
                 result["error"] += f" (node output: {tail})"
-    result["note"] = (f"One query in flight at a time, {args.node_queries} per K after {args.warmup} warm-up; "
+    result["note"] = (f"One query in flight at a time, {args.queries} per K after {args.warmup} warm-up; "
                       "round trip = publish PolygonStamped -> PointCloud2 received; model = SPDModel.query "
                       f"in this process on the same frame and points; the two alternate in blocks of {BLOCK} "
                       f"back-to-back calls (after {args.warmup} untimed) with {SETTLE_S * 1e3:.0f} ms pauses; "
@@ -329,3 +337,46 @@ def run_node_bench(args: argparse.Namespace) -> dict[str, Any]:
                       "executor, message conversion); "
                       "target = 2 ms + 10 % of the model p50.")  # fmt: skip
     return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="spd-bench-node", description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads of node and client (default: torch's)")
+    p.add_argument("--encoder", default="convnextv2_atto", help="timm convnextv2_* (default convnextv2_atto)")
+    p.add_argument("--size", type=parse_size, default=(96, 128), help="input HxW (default 96x128)")
+    p.add_argument("--ks", type=parse_ks, default=(1, 16, 64, 128), help="query counts (default 1,16,64,128)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed queries before timing (default 1)")
+    p.add_argument("--queries", type=int, default=50, help="query messages per K (default 50)")
+    p.add_argument("--out", type=Path, default=None, help="directory for bench.json and bench.md")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    try:
+        if args.queries < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
+            raise ValueError("--queries and --threads must be ≥ 1, --warmup ≥ 0")
+        if not args.encoder.startswith("convnextv2_"):
+            raise ValueError(f"encoder {args.encoder!r} is not a timm convnextv2_* model")
+        if args.out is not None and args.out.exists() and not args.out.is_dir():
+            raise ValueError(f"--out {args.out} exists and is not a directory; give a directory path")
+        args.device = resolve_device(args.device)
+        check_precision(args.precision, args.device)
+    except ValueError as e:
+        print(f"spd-bench-node: error: {e}", file=sys.stderr)
+        return 2
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    report: dict[str, Any] = {"command": "spd-bench-node " + shlex.join(argv), "environment": environment(),
+                              "macs": [], "node": run_node_bench(args)}
+    report["environment"]["loadavg_after"] = loadavg()
+    print(write_report(report, args.out), end="")
+    return 0 if "error" not in report["node"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from spd_ros.ros_env import apply_local_defaults
 
     apply_local_defaults()  # the replay below starts ROS: localhost discovery, own domain
-    from spd_core.train import main as train_main
+    from spd_core.train.cli import main as train_main
     from spd_ros.bag_eval import main as bag_eval_main
 
     out = args.out

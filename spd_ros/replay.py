@@ -3,7 +3,7 @@
 Used by ``spd-bag-eval --live``. The colour images (Image or CompressedImage) and camera_info of
 the bag are published unchanged (raw bytes), each evaluated frame is followed by one
 PolygonStamped query with the frame's stamp, and the answers are matched back by stamp and
-scored by :func:`spd_core.bag_eval.score_frame`, exactly as offline.
+scored by :func:`spd_core.eval.bag.score_frame`, exactly as offline.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from spd_core.bag_eval import FramePlan, FrameResult, score_frame
-from spd_core.bag_report import percentiles
 from spd_core.data.rosbag import stamp_ns
+from spd_core.eval.bag import FramePlan, FrameResult, score_frame
+from spd_core.eval.bag_report import percentiles
 from spd_ros.launch_util import stop_node
 
 log = logging.getLogger(__name__)

@@ -37,7 +37,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
-from spd_core.checkpoint import CheckpointError
+from spd_core.model.checkpoint import CheckpointError
 from spd_core.predictor import DepthPredictor
 from spd_ros import conversions as conv
 from spd_ros.params import RUNTIME, declare, qos_profile

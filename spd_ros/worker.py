@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from spd_core.metrics import grid_pixels
-from spd_core.predictor import DepthPredictor, Frame, back_project
+from spd_core.camera import back_project
+from spd_core.eval.metrics import grid_pixels
+from spd_core.predictor import DepthPredictor, Frame
 from spd_ros.frame_cache import FrameCache
 
 log = logging.getLogger(__name__)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from helpers import random_model
 
-from spd_core.bag_eval import evaluate_offline, plan_frames, recorded_queries
-from spd_core.checkpoint import make_checkpoint, save_checkpoint
 from spd_core.data import RosbagRGBD, write_synthetic_bag
-from spd_core.metrics import grid_pixels
+from spd_core.eval.bag import evaluate_offline, plan_frames, recorded_queries
+from spd_core.eval.metrics import grid_pixels
+from spd_core.model.checkpoint import make_checkpoint, save_checkpoint
 from spd_ros.bag_eval import main
 
 SIZE = (64, 96)

@@ -10,9 +10,9 @@ import pytest
 from helpers import random_model
 from ros_harness import fresh_domain_id
 
-from spd_core.checkpoint import make_checkpoint, save_checkpoint
 from spd_core.data import write_synthetic_bag
-from spd_core.metrics import METRIC_NAMES
+from spd_core.eval.metrics import METRIC_NAMES
+from spd_core.model.checkpoint import make_checkpoint, save_checkpoint
 from spd_ros.bag_eval import main
 from spd_ros.ros_env import local_ros_env
 

@@ -5,21 +5,18 @@ No timing assertions: timings are only checked to be present and positive.
 
 from __future__ import annotations
 
-import ast
 import json
-import math
-import os
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from spd_core.bench import main
-from spd_core.bench_macs import PLAN_MACS
-from spd_core.bench_timing import crossover
-from spd_core.dpt_reference import DPTReferenceDecoder
-from spd_core.flops import count_macs
+from spd_core.bench.cli import main
+from spd_core.bench.flops import count_macs
+from spd_core.bench.macs import PLAN_MACS
+from spd_core.bench.timing import crossover
+from spd_core.model.dpt_reference import DPTReferenceDecoder
 
 
 @pytest.fixture(scope="module")
@@ -125,69 +122,3 @@ def test_bad_arguments_give_one_line_and_exit_2(args: list[str], message: str, t
     err = capsys.readouterr().err
     assert err.startswith("spd-bench: error:") and message in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
-
-
-def test_spd_core_bench_imports_no_ros_at_module_level() -> None:
-    """spd_core never imports rclpy: the bench reaches spd_ros.bench_node only inside ``run`` (--node)."""
-    import spd_core
-
-    for path in Path(spd_core.__file__).parent.glob("*.py"):
-        for stmt in ast.parse(path.read_text()).body:
-            names = [a.name for a in stmt.names] if isinstance(stmt, ast.Import) else []
-            names += [stmt.module or ""] if isinstance(stmt, ast.ImportFrom) else []
-            assert not any(n.split(".")[0] in ("rclpy", "spd_ros") for n in names), f"{path.name}: {names}"
-
-
-def test_node_round_trip_answers_like_the_predictor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """spd-bench --node: spd_node (child process, real Fast DDS on localhost, own domain) answers every
-    query of the benchmark, with the depths the in-process predictor gives for the same frame."""
-    pytest.importorskip("rclpy")
-    domain = str(150 + os.getpid() % 60)
-    monkeypatch.setenv("SPD_BENCH_DOMAIN_ID", domain)
-    monkeypatch.setenv("ROS_DOMAIN_ID", domain)  # restored after the test; the bench sets it for rclpy
-    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    out = tmp_path / "node"
-    args = ["--quick", "--macs-only", "--macs-sizes", "64x96", "--node", "--ks", "1,16",
-            "--node-queries", "5", "--device", "cpu", "--threads", "1", "--out", str(out)]  # fmt: skip
-    assert main(args) == 0
-    node = json.loads((out / "bench.json").read_text())["node"]
-    assert "error" not in node, node.get("error")
-    assert node["domain_id"] == int(domain)
-    assert [r["k"] for r in node["per_k"]] == [1, 16]
-    for r in node["per_k"]:
-        assert r["lost"] == 0 and r["rtt_ms"]["n"] == r["model_ms"]["n"] == r["model_paced_ms"]["n"] == 5
-        assert r["max_rel_diff_vs_predictor"] <= 1e-5
-        # the node's own compute time, from its /diagnostics windows holding only this K's queries
-        assert r["node_windows"] >= 1 and r["node_compute_p50_ms"] > 0
-        assert r["ros_path_p50_ms"] is not None and math.isfinite(r["ros_path_p50_ms"])
-    assert "## Node round trip" in (out / "bench.md").read_text()
-
-
-def test_node_bench_refuses_a_domain_where_another_node_answers(tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    """Another publisher of depth_points on the benchmark's domain (a stray spd_node) would have its
-    answers taken for the node's: the benchmark stops with an error naming it instead of measuring."""
-    pytest.importorskip("rclpy")
-    import subprocess
-
-    from spd_ros.ros_env import local_ros_env
-
-    domain = str(150 + (os.getpid() + 31) % 60)
-    monkeypatch.setenv("SPD_BENCH_DOMAIN_ID", domain)
-    monkeypatch.setenv("ROS_DOMAIN_ID", domain)
-    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    stray = ("import time, rclpy; from sensor_msgs.msg import PointCloud2; rclpy.init(); "
-             "n = rclpy.create_node('stray'); p = n.create_publisher(PointCloud2, 'depth_points', 10); "
-             "time.sleep(120)")  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-c", stray], env=local_ros_env(int(domain)))
-    try:
-        out = tmp_path / "node"
-        args = ["--quick", "--macs-only", "--macs-sizes", "64x96", "--node", "--ks", "1",
-                "--node-queries", "2", "--device", "cpu", "--threads", "1", "--out", str(out)]  # fmt: skip
-        main(args)
-        node = json.loads((out / "bench.json").read_text())["node"]
-    finally:
-        proc.kill()
-        proc.wait()
-    assert "1 other node(s) publish depth_points" in node.get("error", ""), node
-    assert not node["per_k"]

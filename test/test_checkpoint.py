@@ -9,7 +9,7 @@ import torch
 from helpers import random_model
 
 from spd_core import ModelConfig, SPDModel
-from spd_core.checkpoint import (
+from spd_core.model.checkpoint import (
     CheckpointError,
     load_checkpoint,
     load_model,

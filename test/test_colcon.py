@@ -15,7 +15,7 @@ import numpy as np
 from helpers import random_model
 from ros_harness import NodeProcess, RosHarness, fresh_domain_id
 
-from spd_core.checkpoint import make_checkpoint, save_checkpoint
+from spd_core.model.checkpoint import make_checkpoint, save_checkpoint
 from spd_core.predictor import DepthPredictor
 from spd_ros.ros_env import local_ros_env
 

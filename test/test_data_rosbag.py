@@ -13,7 +13,8 @@ from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import Writer
 
 from spd_core.data import DataError, RosbagRGBD, render_scene, write_synthetic_bag
-from spd_core.data.rosbag_write import IMAGE, START_NS, image_msg, typestore
+from spd_core.data.rosbag_types import IMAGE, typestore
+from spd_core.data.rosbag_write import START_NS, image_msg
 
 SIZE = (48, 64)
 COLOR, DEPTH, INFO = "/camera/color/image_raw", "/camera/aligned_depth_to_color/image_raw", "/camera/color/camera_info"

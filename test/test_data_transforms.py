@@ -8,7 +8,7 @@ import torch
 
 from spd_core.data import DataError, EvalTransform, TrainTransform, render_scene
 from spd_core.data.transforms import rotate
-from spd_core.predictor import IMAGENET_MEAN, IMAGENET_STD
+from spd_core.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 SIZE = (64, 80)
 CROP = (48, 64)

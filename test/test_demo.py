@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 from ros_harness import fresh_domain_id
 
-from spd_core.checkpoint import load_checkpoint
+from spd_core.model.checkpoint import load_checkpoint
 from spd_ros.demo import main
 from spd_ros.ros_env import local_ros_env
 
@@ -47,5 +48,6 @@ def test_demo_end_to_end_short(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     summary = json.loads((out / "report" / "summary.json").read_text())
     assert summary["live"]["query_messages_sent"] == 5 and summary["queries_answered"] == 100
     assert summary["latency_ms"]["end_to_end_ms"]["n"] == 5
+    assert summary["metrics"] and all(math.isfinite(v) for v in summary["metrics"].values()), summary["metrics"]
     assert "abs_rel" in printed and str(out / "report" / "report.md") in printed
     assert main(["--out", str(out)]) != 0  # an earlier run is not overwritten

@@ -11,11 +11,11 @@ import pytest
 import torch
 from helpers import random_model
 
-from spd_core.checkpoint import make_checkpoint, save_checkpoint
 from spd_core.data import SyntheticRGBD, render_scene
-from spd_core.evaluate import evaluate_image, main
-from spd_core.figures import colorize, depth_panel
-from spd_core.metrics import METRIC_NAMES, compute_errors, valid_mask
+from spd_core.eval.evaluate import evaluate_image, main
+from spd_core.eval.figures import colorize, depth_panel
+from spd_core.eval.metrics import METRIC_NAMES, compute_errors, valid_mask
+from spd_core.model.checkpoint import make_checkpoint, save_checkpoint
 from spd_core.predictor import DepthPredictor
 
 MODEL_SIZE = (64, 96)

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from spd_core.losses import SILogLoss, silog_loss
-from spd_core.metrics import (
+from spd_core.eval.metrics import (
     METRIC_NAMES,
     compute_errors,
     dense_metrics,
@@ -20,6 +19,7 @@ from spd_core.metrics import (
     sample_query_pixels,
     valid_mask,
 )
+from spd_core.train.losses import SILogLoss, silog_loss
 
 LN2, LN15 = math.log(2.0), math.log(1.5)
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from spd_core import ModelConfig, SPDModel
-from spd_core.flops import count_macs
-from spd_core.local_path import WINDOW
+from spd_core.bench.flops import count_macs
+from spd_core.model.local_path import WINDOW
 
 
 def n_params(module: torch.nn.Module) -> int:
@@ -29,8 +29,6 @@ def test_parameter_counts_match_plan_tables(tiny: SPDModel) -> None:
     assert n_params(tiny.fpn) == 316_480
     assert n_params(tiny.local) == 246_240
     assert n_params(tiny.dense_head) == 33
-    assert abs(n_params(tiny.fpn) - 317_000) / 317_000 < 0.01
-    assert abs(n_params(tiny.local) - 246_000) / 246_000 < 0.01
     assert abs(n_params(tiny.encoder) - 27.9e6) / 27.9e6 < 0.05  # plan: ~28.6M incl. the classifier head
 
 
@@ -38,8 +36,7 @@ def test_global_path_macs_match_plan(tiny: SPDModel) -> None:
     """Plan §11.1: global DPT path at 416×544 is ~241M MACs."""
     l2, l3, l4 = (torch.zeros(1, c, 416 // s, 544 // s) for c, s in ((192, 8), (384, 16), (768, 32)))
     macs, _ = count_macs(lambda: tiny.fpn(l2, l3, l4))
-    assert macs == 240_787_456
-    assert abs(macs - 241e6) / 241e6 < 0.01
+    assert macs == 240_787_456  # the plan's ~241M
 
 
 def exact_path_macs(c1: int, dim: int = 64, head: int = 32) -> int:
@@ -59,7 +56,6 @@ def test_per_query_macs_of_exact_path(tiny: SPDModel) -> None:
     macs, _ = count_macs(lambda: tiny.dense_head(tiny.local.at_windows(s8, l1, bidx, oy, ox, (416, 544))))
     per_query = macs / k
     assert per_query == exact_path_macs(96)
-    assert abs(per_query - 11.1e6) / 11.1e6 < 0.01
     assert per_query <= 1.6 * 7.4e6
 
 

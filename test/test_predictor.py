@@ -9,8 +9,11 @@ import pytest
 import torch
 from helpers import random_model
 
-from spd_core.checkpoint import CheckpointError, make_checkpoint, save_checkpoint
-from spd_core.predictor import DepthPredictor, back_project, resolve_device, to_model_pixels
+from spd_core.camera import back_project
+from spd_core.device import resolve_device
+from spd_core.model.checkpoint import CheckpointError, make_checkpoint, save_checkpoint
+from spd_core.predictor import DepthPredictor
+from spd_core.preprocess import to_model_pixels
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,12 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from spd_core.checkpoint import load_checkpoint
-from spd_core.evaluate import main as eval_main
-from spd_core.train import main as train_main
-from spd_core.train_config import ConfigError, load_config
-from spd_core.train_state import lr_factor
-from spd_core.trainer import Trainer
+from spd_core.config import ConfigError, load_config
+from spd_core.eval.evaluate import main as eval_main
+from spd_core.model.checkpoint import load_checkpoint
+from spd_core.train.cli import main as train_main
+from spd_core.train.state import lr_factor
+from spd_core.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 SYNTH_YAML = str(ROOT / "config" / "train_synthetic.yaml")
@@ -213,7 +213,7 @@ def _free_port() -> int:
 def test_ddp_two_cpu_processes_write_a_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "spd_core.train", *TINY, "train.max_steps=3",
+           "--master_port", str(_free_port()), "-m", "spd_core.train.cli", *TINY, "train.max_steps=3",
            f"train.output_dir={out}"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT, env=env)

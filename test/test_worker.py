@@ -85,7 +85,7 @@ def test_query_waits_for_its_frame_then_times_out(predictor) -> None:
 
 
 def test_grid_dense_and_latencies(predictor) -> None:
-    from spd_core.metrics import grid_pixels
+    from spd_core.eval.metrics import grid_pixels
 
     answers: queue.Queue = queue.Queue()
     dense: queue.Queue = queue.Queue()

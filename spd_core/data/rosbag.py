@@ -24,7 +24,7 @@ from spd_core.data.images import (
     to_metres,
     to_rgb8,
 )
-from spd_core.data.rosbag_write import CAMERA_INFO, COMPRESSED, IMAGE, typestore
+from spd_core.data.rosbag_types import CAMERA_INFO, COMPRESSED, IMAGE, typestore
 
 log = logging.getLogger(__name__)
 

@@ -11,20 +11,11 @@ import numpy as np
 
 from spd_core.data.common import DataError
 from spd_core.data.images import encode_compressed
+from spd_core.data.rosbag_types import CAMERA_INFO, COMPRESSED, IMAGE, POLYGON_STAMPED, typestore
 
-IMAGE = "sensor_msgs/msg/Image"
-COMPRESSED = "sensor_msgs/msg/CompressedImage"
-CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
-POLYGON_STAMPED = "geometry_msgs/msg/PolygonStamped"
 FRAME_ID = "camera_color_optical_frame"
 START_NS = 1_700_000_000 * 1_000_000_000  # stamp of frame 0 (2023-11-14T22:13:20Z)
 DEPTH_DELAY_NS = 1000  # depth is written 1 µs after colour (bag time), queries 2 µs after
-
-
-def typestore() -> Any:
-    from rosbags.typesys import Stores, get_typestore
-
-    return get_typestore(Stores.ROS2_JAZZY)
 
 
 def header(ts: Any, stamp: int, frame_id: str = FRAME_ID) -> Any:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from spd_core.data.common import DataError, Sample
-from spd_core.predictor import IMAGENET_MEAN, IMAGENET_STD
+from spd_core.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 _MEAN = np.array(IMAGENET_MEAN, np.float32)
 _STD = np.array(IMAGENET_STD, np.float32)
@@ -44,7 +44,7 @@ class TrainTransform:
 
     All randomness comes from ``self.rng`` (a numpy Generator; global RNG state is never used).
     ``seed`` makes a standalone transform reproducible. For reproducibility per (seed, epoch, index)
-    assign ``rng`` before each sample (``spd_core.train_state.EpochSeededDataset`` does). A copy
+    assign ``rng`` before each sample (``spd_core.train.state.EpochSeededDataset`` does). A copy
     of the transform in a DataLoader worker whose ``rng`` was not assigned there re-seeds itself
     from (``seed``, the worker's torch seed), so workers never repeat each other's stream.
     """

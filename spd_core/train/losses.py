@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from spd_core.eval.metrics import MAX_DEPTH, MIN_DEPTH
+
 DEFAULT_LAMBDA = 0.85
-MIN_DEPTH = 1e-3
-MAX_DEPTH = 10.0
 
 
 def valid_depth_mask(gt: torch.Tensor, min_depth: float = MIN_DEPTH, max_depth: float = MAX_DEPTH) -> torch.Tensor:

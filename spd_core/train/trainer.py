@@ -1,10 +1,10 @@
 """Trainer: dense SILog training of SPDModel (plan §7) with exact resume and torchrun DDP.
 
 AdamW with the encoder at ``encoder_lr_mult`` × lr, linear warm-up + poly decay (per step),
-AMP, gradient clipping, last/best checkpoints (``spd_core.checkpoint`` format; optimizer,
+AMP, gradient clipping, last/best checkpoints (``spd_core.model.checkpoint`` format; optimizer,
 scheduler, scaler, RNG and position in the data go into ``metadata["train_state"]``), tqdm
 progress and TensorBoard scalars/images on rank 0. Validation runs the evaluation path
-(:mod:`spd_core.evaluate`, through DepthPredictor) on rank 0.
+(:mod:`spd_core.eval.evaluate`, through DepthPredictor) on rank 0.
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from spd_core.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
-from spd_core.evaluate import DEFAULT_K, evaluate_dataset, evaluate_image, summarize
-from spd_core.losses import SILogLoss
-from spd_core.model import SPDModel
-from spd_core.precision import check_precision
-from spd_core.predictor import DepthPredictor, resolve_device
-from spd_core.train_config import ConfigError, TrainConfig, build_dataset
-from spd_core.train_state import (
+from spd_core.config import ConfigError, TrainConfig, build_dataset
+from spd_core.device import check_precision, resolve_device
+from spd_core.eval.evaluate import DEFAULT_K, evaluate_dataset, evaluate_image, summarize
+from spd_core.model.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
+from spd_core.model.spd_model import SPDModel
+from spd_core.predictor import DepthPredictor
+from spd_core.train.losses import SILogLoss
+from spd_core.train.state import (
     DistInfo,
     EpochSeededDataset,
     ResumableSampler,
@@ -243,7 +243,7 @@ class Trainer:
         return metrics
 
     def _log_val(self, metrics: dict, predictor: DepthPredictor, eigen: bool) -> None:
-        from spd_core.figures import depth_panel
+        from spd_core.eval.figures import depth_panel
 
         for proto, values in metrics.items():
             for name, v in values.items():

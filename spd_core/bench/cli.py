@@ -2,11 +2,11 @@
 
     spd-bench --device cpu --threads 2 --encoder convnextv2_tiny --size 416x544 --out bench/
     spd-bench --quick            # tiny sizes, few repeats (the test suite runs this)
-    spd-bench --node             # + round trip through spd_node (needs the ROS 2 wheels)
+    spd-bench-node               # round trip through spd_node (spd_ros, needs the ROS 2 wheels)
 
 MACs (convnextv2_tiny at 416×544 and 480×640, on meta tensors), then wall time in one process:
 encode; query for each K; dense decode + lookup at the same K points; the full DPT-D64
-decoder (:mod:`spd_core.dpt_reference`). Writes ``bench.json`` and ``bench.md`` to ``--out``.
+decoder (:mod:`spd_core.model.dpt_reference`). Writes ``bench.json`` and ``bench.md`` to ``--out``.
 """
 
 from __future__ import annotations
@@ -24,12 +24,11 @@ from typing import Any
 import timm
 import torch
 
-from spd_core.bench_macs import PLAN_ENCODER, mac_crossovers, mac_rows, module_macs
-from spd_core.bench_report import to_markdown
-from spd_core.bench_timing import TimingConfig, run_timing
-from spd_core.model import QUERY_CHUNK
-from spd_core.precision import PRECISIONS, check_precision
-from spd_core.predictor import resolve_device
+from spd_core.bench.macs import PLAN_ENCODER, mac_crossovers, mac_rows, module_macs
+from spd_core.bench.report import to_markdown
+from spd_core.bench.timing import TimingConfig, run_timing
+from spd_core.device import PRECISIONS, check_precision, resolve_device
+from spd_core.model.spd_model import QUERY_CHUNK
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +59,13 @@ def parse_ks(text: str) -> tuple[int, ...]:
     return ks
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, no usage block
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="spd-bench", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="spd-bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -85,8 +84,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--macs-encoder", default=PLAN_ENCODER, help="encoder of the MACs tables (default: the plan's)")
     p.add_argument("--macs-only", action="store_true", help="MACs tables only, no timing")
     p.add_argument("--quick", action="store_true", help="atto, 64x96, K 1,16,64, 2 repeats (for tests)")
-    p.add_argument("--node", action="store_true", help="also time the round trip through spd_node (ROS 2)")
-    p.add_argument("--node-queries", type=int, default=50, help="query messages per K for --node (default 50)")
     p.add_argument("--out", type=Path, default=None, help="directory for bench.json and bench.md")
     return p
 
@@ -108,8 +105,6 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         raise ValueError("--threads must be ≥ 1")
     if args.chunk < 0:
         raise ValueError("--chunk must be ≥ 0 (0 = the device default)")
-    if args.node_queries < 1:
-        raise ValueError("--node-queries must be ≥ 1")
     _check_encoder(args.encoder)
     _check_encoder(args.macs_encoder)
     args.device = resolve_device(args.device)
@@ -117,7 +112,7 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-def _environment() -> dict[str, Any]:
+def environment() -> dict[str, Any]:
     cpu = platform.processor() or "unknown CPU"
     try:
         with open("/proc/cpuinfo") as f:
@@ -126,10 +121,10 @@ def _environment() -> dict[str, Any]:
         pass
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     return {"machine": f"{cpu}, {os.cpu_count()} cores" + (f", {gpu}" if gpu else ""), "torch": torch.__version__,
-            "loadavg_before": _loadavg()}  # fmt: skip
+            "loadavg_before": loadavg()}  # fmt: skip
 
 
-def _loadavg() -> str:
+def loadavg() -> str:
     try:
         return " ".join(f"{v:.2f}" for v in os.getloadavg())
     except OSError:
@@ -140,7 +135,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     """Everything the command line asks for -> the report dict (see to_markdown for its layout)."""
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    report: dict[str, Any] = {"command": command, "environment": _environment(), "macs": [], "timing": []}
+    report: dict[str, Any] = {"command": command, "environment": environment(), "macs": [], "timing": []}
     for size in args.macs_sizes:
         m = module_macs(args.macs_encoder, size)
         m["rows"], m["crossovers"] = mac_rows(m), mac_crossovers(m["totals"])
@@ -152,14 +147,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                                precision=args.precision, repeats=args.repeats, warmup=args.warmup,
                                channels_last=cl, chunk=args.chunk)  # fmt: skip
             report["timing"].append(run_timing(cfg))
-    if args.node:
-        try:  # lazily: spd_core itself stays ROS-free
-            from spd_ros.bench_node import run_node_bench
-
-            report["node"] = run_node_bench(args)
-        except ImportError as e:
-            raise ValueError(f"--node needs the ROS 2 layer ({e}); install it with pip install -e '.[ros]'") from None
-    report["environment"]["loadavg_after"] = _loadavg()
+    report["environment"]["loadavg_after"] = loadavg()
     return report
 
 

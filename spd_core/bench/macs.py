@@ -1,6 +1,6 @@
 """MACs per module of SPD v15 and of the full DPT-D64 decoder, beside the plan's §11 figures.
 
-Counted with :func:`spd_core.flops.count_macs` on ``meta`` tensors: the shapes flow through the
+Counted with :func:`spd_core.bench.flops.count_macs` on ``meta`` tensors: the shapes flow through the
 real modules but nothing is computed, so the table for convnextv2_tiny at 480×640 costs well
 under a second. 1 MAC = one multiply-add of a conv or matmul (biases, norms, activations and
 interpolations are not counted, as in the plan).
@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from spd_core.dpt_reference import dpt_for
-from spd_core.flops import count_macs
-from spd_core.model import ModelConfig, SPDModel
+from spd_core.bench.flops import count_macs
+from spd_core.model.dpt_reference import dpt_for
+from spd_core.model.spd_model import ModelConfig, SPDModel
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from spd_core.dpt_reference import dpt_for
-from spd_core.model import QUERY_CHUNK, ModelConfig, SPDModel
-from spd_core.precision import autocast
+from spd_core.device import autocast
+from spd_core.model.dpt_reference import dpt_for
+from spd_core.model.spd_model import QUERY_CHUNK, ModelConfig, SPDModel
 
 log = logging.getLogger(__name__)
 

@@ -25,19 +25,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from spd_core.checkpoint import CheckpointError, load_checkpoint
-from spd_core.figures import save_eval_figure
-from spd_core.metrics import (
-    METRIC_NAMES,
-    compute_errors,
-    format_table,
-    mean_metrics,
-    query_rng,
-    sample_query_pixels,
-    valid_mask,
-)
-from spd_core.predictor import DepthPredictor, resolve_device
-from spd_core.train_config import (
+from spd_core.config import (
     ConfigError,
     build_dataset,
     check_dataset_spec,
@@ -46,6 +34,19 @@ from spd_core.train_config import (
     one_line,
     parse_overrides,
 )
+from spd_core.device import resolve_device
+from spd_core.eval.figures import save_eval_figure
+from spd_core.eval.metrics import (
+    METRIC_NAMES,
+    compute_errors,
+    format_table,
+    mean_metrics,
+    query_rng,
+    sample_query_pixels,
+    valid_mask,
+)
+from spd_core.model.checkpoint import CheckpointError, load_checkpoint
+from spd_core.predictor import DepthPredictor
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from spd_core.model import ModelConfig, SPDModel
+from spd_core.model.spd_model import ModelConfig, SPDModel
 
 log = logging.getLogger(__name__)
 

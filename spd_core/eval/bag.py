@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from spd_core.data import DataError, RosbagRGBD
-from spd_core.metrics import MAX_DEPTH, compute_errors, grid_pixels, query_rng, sample_query_pixels, valid_mask
+from spd_core.eval.metrics import MAX_DEPTH, compute_errors, grid_pixels, query_rng, sample_query_pixels, valid_mask
 
 log = logging.getLogger(__name__)
 

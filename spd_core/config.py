@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from spd_core.model import ModelConfig
+from spd_core.model.spd_model import ModelConfig
 
 
 class ConfigError(ValueError):
@@ -324,7 +324,7 @@ def check_dataset_paths(spec: dict, key: str) -> None:
 
 def build_dataset(spec: dict, transform: Any = None, key: str = "data") -> Any:
     """The dataset a spec names (see module doc), with ``transform`` (None = raw numpy samples)."""
-    from spd_core import data  # the datasets import rosbags etc.; only needed here
+    import spd_core.data as data  # the datasets import rosbags etc.; only needed here
 
     check_dataset_paths(spec, key)
     kwargs = {k: v for k, v in spec.items() if k != "type"}

@@ -3,9 +3,9 @@
     spd-train --config config/train_synthetic.yaml
     spd-train --config config/train_nyu.yaml optim.lr=2e-4 train.epochs=10
     spd-train --config config/train_nyu.yaml --resume runs/nyu/last.pt
-    torchrun --nproc_per_node 4 -m spd_core.train --config config/train_nyu.yaml   # DDP
+    torchrun --nproc_per_node 4 -m spd_core.train.cli --config config/train_nyu.yaml   # DDP
 
-Writes ``last.pt`` / ``best.pt`` (spd_core.checkpoint format) and TensorBoard logs (``tb/``) into
+Writes ``last.pt`` / ``best.pt`` (spd_core.model.checkpoint format) and TensorBoard logs (``tb/``) into
 ``train.output_dir``. ConvNeXt V2 pretrained weights (``encoder_weights: fcmae``) are CC-BY-NC-4.0.
 """
 
@@ -18,10 +18,10 @@ from collections.abc import Sequence
 
 import torch.distributed as torch_dist
 
-from spd_core.checkpoint import CheckpointError
-from spd_core.predictor import resolve_device
-from spd_core.train_config import ConfigError, data_errors, load_config, one_line
-from spd_core.train_state import init_distributed
+from spd_core.config import ConfigError, data_errors, load_config, one_line
+from spd_core.device import resolve_device
+from spd_core.model.checkpoint import CheckpointError
+from spd_core.train.state import init_distributed
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             return 0
-        from spd_core.trainer import Trainer
+        from spd_core.train.trainer import Trainer
 
         dist = init_distributed(resolve_device(cfg.train.device).type)
         try:
@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if dist.is_main:
         if trainer.metrics:
-            from spd_core.metrics import format_table
+            from spd_core.eval.metrics import format_table
 
             print(format_table(trainer.metrics))
         print(f"checkpoint: {result['last']}" + (f" (best: {result['best']})" if result["best"] else ""))

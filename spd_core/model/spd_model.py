@@ -6,7 +6,7 @@
     d_q = model.query(feats, uv)       # uv [B,K,2] pixels (x right, y down) -> [B,K]
 
 ``query`` equals the bilinear sample of ``decode_dense`` at ``uv`` to float round-off
-(DESIGN §1); see :mod:`spd_core.local_path` for how.
+(DESIGN §1); see :mod:`spd_core.model.local_path` for how.
 
 ConvNeXt V2 pretrained weights (timm ``convnextv2_*.fcmae*``) are licensed CC-BY-NC-4.0.
 """
@@ -22,9 +22,9 @@ import timm
 import torch
 from torch import nn
 
-from spd_core.fpn import DPTFPN
-from spd_core.local_path import LocalPath
-from spd_core.precision import autocast
+from spd_core.device import autocast
+from spd_core.model.fpn import DPTFPN
+from spd_core.model.local_path import LocalPath
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Plan §11.3 "Full DPT dense decoder (D=64) breakdown": LN projections of all four encoder
 levels, ``refinenet4`` … ``refinenet1`` (FeatureFusionBlocks with RCUs) up to stride 2,
-≈ 3,219M MACs at 416×544. Built from the very blocks of :mod:`spd_core.fpn`; only a minimal
+≈ 3,219M MACs at 416×544. Built from the very blocks of :mod:`spd_core.model.fpn`; only a minimal
 head is added so that it outputs a depth map (Conv1×1(D→1) at stride 2, ×2 bilinear, exp),
 whose MACs are reported separately. Used by ``spd-bench`` for comparison, never trained.
 """
@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spd_core.fpn import FeatureFusionBlock, ProjectLN
-from spd_core.model import DEPTH_PRIOR_M
+from spd_core.model.fpn import FeatureFusionBlock, ProjectLN
+from spd_core.model.spd_model import DEPTH_PRIOR_M
 
 
 class DPTReferenceDecoder(nn.Module):

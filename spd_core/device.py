@@ -1,4 +1,5 @@
-"""Mixed precision: one place that maps "fp32|fp16|bf16" to an autocast context."""
+"""Devices and mixed precision: "auto|cpu|cuda[:N]" to a checked torch.device, and
+"fp32|fp16|bf16" to an autocast context."""
 
 from __future__ import annotations
 
@@ -24,3 +25,18 @@ def autocast(device: torch.device | str, precision: str = "fp32") -> contextlib.
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=torch.device(device).type, dtype=_DTYPES[precision])
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> cuda when available else cpu; 'cpu', 'cuda', 'cuda:N' as given (checked)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device {device!r} is not auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for but CUDA is not available; use device=cpu or auto")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {device!r} is not auto, cpu, cuda or cuda:N")
+    return dev

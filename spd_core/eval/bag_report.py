@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from spd_core.bag_eval import FrameResult
-from spd_core.metrics import METRIC_NAMES, format_table, mean_metrics
+from spd_core.eval.bag import FrameResult
+from spd_core.eval.metrics import METRIC_NAMES, format_table, mean_metrics
 
 log = logging.getLogger(__name__)
 

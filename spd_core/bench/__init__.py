@@ -1,0 +1,1 @@
+"""Benchmarks against the plan: MACs per component (meta tensors) and wall time, ``spd-bench``."""
