@@ -33,6 +33,7 @@ import torch
 from spd_core.bench.cli import OneLineParser, environment, loadavg, parse_ks, parse_size, write_report
 from spd_core.bench.timing import time_fn
 from spd_core.device import PRECISIONS, check_precision, resolve_device
+from spd_core.eval.bag_report import percentiles
 from spd_core.model.checkpoint import make_checkpoint, save_checkpoint
 from spd_core.model.spd_model import ModelConfig, SPDModel
 from spd_core.predictor import DepthPredictor, Frame
@@ -58,14 +59,6 @@ class NodeWindow:
     messages: int
     points: int
     latency_p50_ms: float  # receipt -> answer ready
-
-
-def percentiles(ms: list[float]) -> dict[str, float]:
-    a = np.asarray(ms, dtype=np.float64)
-    if a.size == 0:
-        return {"p50": float("nan"), "p90": float("nan"), "p99": float("nan"), "n": 0}
-    p50, p90, p99 = np.percentile(a, [50, 90, 99])
-    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "n": int(a.size)}
 
 
 def bench_env(threads: int | None) -> dict[str, str]:

@@ -8,8 +8,16 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data, qos_profile_system_default
 
-# changeable while running
-RUNTIME = ("stamp_tolerance", "query_timeout", "max_queries", "publish_dense", "inline_max_points")
+from spd_ros.worker import WorkerSettings
+
+# changeable while running: parameter -> the WorkerSettings field it sets
+RUNTIME = {
+    "stamp_tolerance": "stamp_tolerance_s",
+    "query_timeout": "query_timeout_s",
+    "max_queries": "max_queries",
+    "publish_dense": "publish_dense",
+    "inline_max_points": "inline_max_points",
+}
 QOS = {"sensor_data": qos_profile_sensor_data, "system_default": qos_profile_system_default, "reliable": None}
 
 
@@ -22,13 +30,13 @@ class NodeParams:
     input_width: int = 0
     cache_size: int = 8
     queue_size: int = 64
-    stamp_tolerance: float = 0.005
-    query_timeout: float = 0.5
-    max_queries: int = 4096
-    inline_max_points: int = 256
+    stamp_tolerance: float = WorkerSettings.stamp_tolerance_s
+    query_timeout: float = WorkerSettings.query_timeout_s
+    max_queries: int = WorkerSettings.max_queries
+    inline_max_points: int = WorkerSettings.inline_max_points
     grid_cols: int = 0
     grid_rows: int = 0
-    publish_dense: bool = False
+    publish_dense: bool = WorkerSettings.publish_dense
     focal_scaling: bool = True
     compressed: bool = False
     qos: str = "sensor_data"
@@ -87,3 +95,9 @@ def qos_profile(name: str, depth: int) -> QoSProfile:
         return QoSProfile(depth=depth)
     base = QOS[name]
     return QoSProfile(history=base.history, depth=depth, reliability=base.reliability, durability=base.durability)
+
+
+def worker_settings(p: NodeParams) -> WorkerSettings:
+    """The worker's settings from the declared parameters (the one place they are copied)."""
+    return WorkerSettings(**{field: getattr(p, name) for name, field in RUNTIME.items()},
+                          grid=(p.grid_cols, p.grid_rows))  # fmt: skip

@@ -10,6 +10,7 @@ the model is free (``inline_max_points``).
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -28,7 +29,6 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PolygonStamped
-from rcl_interfaces.msg import SetParametersResult
 from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
@@ -40,9 +40,9 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from spd_core.model.checkpoint import CheckpointError
 from spd_core.predictor import DepthPredictor
 from spd_ros import conversions as conv
-from spd_ros.params import RUNTIME, declare, qos_profile
+from spd_ros.params import RUNTIME, declare, qos_profile, worker_settings
 from spd_ros.ros_env import apply_local_defaults
-from spd_ros.worker import Answer, DepthWorker, ImageJob, QueryJob, WorkerSettings
+from spd_ros.worker import Answer, DepthWorker, ImageJob, QueryJob
 
 THROTTLE_S = 5.0
 RCLError = _rclpy.RCLError  # raised by rclpy.init for bad --ros-args
@@ -52,9 +52,33 @@ class StartupError(RuntimeError):
     """The node cannot start (bad checkpoint or parameters); the message says what to do."""
 
 
+LIBRARY_LOGGERS = ("spd_core", "spd_ros")  # Python logging of the libraries, forwarded to /rosout
+
+
+class _RosoutHandler(logging.Handler):
+    """Python ``logging`` records of the worker and spd_core -> the node's logger (/rosout)."""
+
+    def __init__(self, node: Node) -> None:
+        super().__init__(logging.INFO)
+        self.node = node
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage() + (f" ({record.exc_info[1]!r})" if record.exc_info else "")
+        logger = self.node.get_logger()
+        if record.levelno >= logging.ERROR:
+            logger.error(text)
+        elif record.levelno >= logging.WARNING:
+            logger.warning(text)
+        else:
+            logger.info(text)
+
+
 class SpdNode(Node):
     def __init__(self) -> None:
         super().__init__("spd_node")
+        self._rosout = _RosoutHandler(self)
+        for name in LIBRARY_LOGGERS:
+            logging.getLogger(name).addHandler(self._rosout)
         try:
             p = self.params = declare(self)
             sub_qos = qos_profile(p.qos, p.qos_depth)
@@ -70,8 +94,7 @@ class SpdNode(Node):
         self.rejected: Counter[str] = Counter()
         self._intrinsics: tuple[tuple[float, float, float, float], tuple[int, int]] | None = None
         self._lock = threading.Lock()
-        settings = WorkerSettings(p.stamp_tolerance, p.query_timeout, (p.grid_cols, p.grid_rows), p.publish_dense,
-                                  p.inline_max_points)  # fmt: skip
+        settings = worker_settings(p)
         self.worker = DepthWorker(predictor, self._publish_answer, p.cache_size, p.queue_size, settings,
                                   self._publish_dense, p.focal_scaling, self._dense_wanted)  # fmt: skip
         # queries are not latest-wins: their DDS history holds as many messages as the worker's queue
@@ -86,7 +109,8 @@ class SpdNode(Node):
         self.pub_points = self.create_publisher(PointCloud2, "depth_points", QoSProfile(depth=50))
         self.pub_depth = self.create_publisher(Image, "depth", QoSProfile(depth=2))
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", QoSProfile(depth=10))
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        # ranges and read-only are checked by rclpy from the descriptors; accepted values are applied here
+        self.add_post_set_parameters_callback(self._apply_parameters)
         self._rate_base: tuple[float, dict[str, int]] = (time.monotonic(), {})
         self.create_timer(1.0, self._publish_diagnostics)
         self.worker.start()
@@ -144,7 +168,7 @@ class SpdNode(Node):
 
     def _too_many(self, n: int) -> bool:
         """Reject (and count) a query message of more than ``max_queries`` points."""
-        limit = self.get_parameter("max_queries").value
+        limit = self.worker.settings.max_queries
         if n > limit:
             self._reject("too_many_queries", f"{n} points > max_queries={limit}")
         return n > limit
@@ -217,24 +241,16 @@ class SpdNode(Node):
 
         return Header(stamp=self.get_clock().now().to_msg())
 
-    def _on_set_parameters(self, params) -> SetParametersResult:
-        s = self.worker.settings
+    def _apply_parameters(self, params) -> None:
+        """Post-set: copy each accepted run-time parameter onto its worker setting."""
         for prm in params:
-            if prm.name not in RUNTIME:
-                return SetParametersResult(successful=False, reason=f"{prm.name} can only be set at start-up")
-        for prm in params:
-            if prm.name == "stamp_tolerance":
-                s.stamp_tolerance_s = float(prm.value)
-            elif prm.name == "query_timeout":
-                s.query_timeout_s = float(prm.value)
-            elif prm.name == "publish_dense":
-                s.publish_dense = bool(prm.value)
-            elif prm.name == "inline_max_points":
-                s.inline_max_points = int(prm.value)
-        return SetParametersResult(successful=True)
+            if prm.name in RUNTIME:
+                setattr(self.worker.settings, RUNTIME[prm.name], prm.value)
 
     def destroy_node(self) -> None:
         joined = self.worker.stop()
+        for name in LIBRARY_LOGGERS:
+            logging.getLogger(name).removeHandler(self._rosout)
         text = "spd_node stopped (worker joined)" if joined else "spd_node stopped (worker still busy)"
         if self.context.ok():
             self.get_logger().info(text)

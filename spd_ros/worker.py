@@ -76,13 +76,15 @@ class CachedFrame:
 
 @dataclass
 class WorkerSettings:
-    """Run-time settings (the node updates them from parameters)."""
+    """Run-time settings: built from the node's parameters (``spd_ros.params.worker_settings``), the
+    ones in ``spd_ros.params.RUNTIME`` updated while running. Their defaults are the parameters'."""
 
     stamp_tolerance_s: float = 0.005
     query_timeout_s: float = 0.5
+    max_queries: int = 4096  # points per query message; the node rejects larger ones
     grid: tuple[int, int] = (0, 0)  # (nx, ny) answered for every frame; (0, 0) = off
     publish_dense: bool = False
-    inline_max_points: int = 0  # answer queries up to this size on the submitting thread when the model is free
+    inline_max_points: int = 256  # answer queries up to this size on the submitting thread when the model is free
 
 
 class DepthWorker:

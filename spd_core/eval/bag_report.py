@@ -19,10 +19,10 @@ log = logging.getLogger(__name__)
 
 
 def percentiles(values: Sequence[float]) -> dict[str, float]:
-    """p50/p90/p99/max/mean of a latency sample (ms); NaN for an empty sample."""
+    """p50/p90/p99/max/mean and count of the finite values of a latency sample (ms); NaN when none."""
     v = np.asarray([x for x in values if np.isfinite(x)], np.float64)
     if v.size == 0:
-        return {k: math.nan for k in ("p50", "p90", "p99", "max", "mean", "n")}
+        return {**{k: math.nan for k in ("p50", "p90", "p99", "max", "mean")}, "n": 0}
     p50, p90, p99 = np.percentile(v, [50, 90, 99])
     return {
         "p50": float(p50),
