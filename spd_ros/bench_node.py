@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from spd_core.bench.cli import OneLineParser, environment, loadavg, parse_ks, parse_size, write_report
+from spd_core.bench.cli import OneLineParser, check_out_dir, environment, loadavg, parse_ks, parse_size, write_report
 from spd_core.bench.timing import time_fn
 from spd_core.device import PRECISIONS, check_precision, resolve_device
 from spd_core.eval.bag_report import percentiles
@@ -355,8 +355,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--queries and --threads must be ≥ 1, --warmup ≥ 0")
         if not args.encoder.startswith("convnextv2_"):
             raise ValueError(f"encoder {args.encoder!r} is not a timm convnextv2_* model")
-        if args.out is not None and args.out.exists() and not args.out.is_dir():
-            raise ValueError(f"--out {args.out} exists and is not a directory; give a directory path")
+        check_out_dir(args.out)
         args.device = resolve_device(args.device)
         check_precision(args.precision, args.device)
     except ValueError as e:

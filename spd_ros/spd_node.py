@@ -39,7 +39,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from spd_core.model.checkpoint import CheckpointError
 from spd_core.predictor import DepthPredictor
-from spd_ros import conversions as conv
+from spd_ros import conversions
 from spd_ros.params import RUNTIME, declare, qos_profile, worker_settings
 from spd_ros.ros_env import apply_local_defaults
 from spd_ros.worker import Answer, DepthWorker, ImageJob, QueryJob
@@ -146,19 +146,19 @@ class SpdNode(Node):
                 (fx, fy, cx, cy), (w, h) = self._intrinsics
                 sx, sy = image.shape[1] / w, image.shape[0] / h  # camera_info of another resolution
                 intr = (fx * sx, fy * sy, (cx + 0.5) * sx - 0.5, (cy + 0.5) * sy - 0.5)
-        self.worker.submit_image(ImageJob(conv.stamp_ns(header), header, image, intr))
+        self.worker.submit_image(ImageJob(conversions.stamp_ns(header), header, image, intr))
 
     def _on_image(self, msg: Image | CompressedImage) -> None:
-        decode = conv.compressed_to_numpy if isinstance(msg, CompressedImage) else conv.image_to_numpy
+        decode = conversions.compressed_to_numpy if isinstance(msg, CompressedImage) else conversions.image_to_numpy
         try:
             image = decode(msg)
-        except conv.ImageFormatError as e:
+        except conversions.ImageFormatError as e:
             return self._reject("image", str(e))
         self._submit_image(msg.header, image)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         try:
-            intr = conv.intrinsics(msg)
+            intr = conversions.intrinsics(msg)
         except ValueError as e:
             return self._reject("camera_info", str(e))
         if msg.width <= 0 or msg.height <= 0:
@@ -175,7 +175,7 @@ class SpdNode(Node):
 
     def _submit_query(self, header, uv: np.ndarray, ids: np.ndarray | None) -> None:
         if not self._too_many(len(uv)):
-            self.worker.submit_query(QueryJob(conv.stamp_ns(header), header, uv, ids))
+            self.worker.submit_query(QueryJob(conversions.stamp_ns(header), header, uv, ids))
 
     def _on_queries(self, msg: PolygonStamped) -> None:
         points = msg.polygon.points
@@ -187,7 +187,7 @@ class SpdNode(Node):
     def _on_query_points(self, msg: PointCloud2) -> None:
         names = ("u", "v", "id") if any(f.name == "id" for f in msg.fields) else ("u", "v")
         try:
-            cols = conv.pointcloud2_fields(msg, names)
+            cols = conversions.pointcloud2_fields(msg, names)
         except ValueError as e:
             return self._reject("query_points", str(e))
         uv = np.stack([cols["u"], cols["v"]], 1).astype(np.float32)
@@ -200,14 +200,14 @@ class SpdNode(Node):
                 "v": a.uv[:, 1].astype(np.float32), "depth": a.depth.astype(np.float32)}  # fmt: skip
         if a.ids is not None:
             cols["id"] = a.ids
-        self._publish(self.pub_points, conv.make_pointcloud2(a.header, cols))
+        self._publish(self.pub_points, conversions.make_pointcloud2(a.header, cols))
 
     def _dense_wanted(self) -> bool:
         """The dense map is decoded only while someone subscribes to ``depth``."""
         return self.pub_depth.get_subscription_count() > 0
 
     def _publish_dense(self, header, depth: np.ndarray) -> None:
-        self._publish(self.pub_depth, conv.depth_image(header, depth))
+        self._publish(self.pub_depth, conversions.depth_image(header, depth))
 
     def _publish(self, publisher, msg) -> None:
         """Publish from the worker thread; answers still in flight at Ctrl-C are dropped quietly."""

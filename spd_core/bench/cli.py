@@ -151,6 +151,12 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     return report
 
 
+def check_out_dir(out: Path | None) -> None:
+    """ValueError (one line) when ``--out`` names something that is not a directory."""
+    if out is not None and out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a directory; give a directory path")
+
+
 def write_report(report: dict[str, Any], out: Path | None) -> str:
     """Markdown to stdout, and bench.json + bench.md into ``out`` when given."""
     md = to_markdown(report)
@@ -167,8 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args = resolve_args(args)
-        if args.out is not None and args.out.exists() and not args.out.is_dir():
-            raise ValueError(f"--out {args.out} exists and is not a directory; give a directory path")
+        check_out_dir(args.out)
         report = run(args, "spd-bench " + shlex.join(argv))
     except ValueError as e:
         print(f"spd-bench: error: {e}", file=sys.stderr)
