@@ -128,21 +128,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         hint = next(a for a in args if a is not type(None))
     origin = typing.get_origin(hint) or hint
     try:
-        if origin is bool:
-            if isinstance(value, bool):
-                return value
-            raise TypeError
-        if origin in (int, float):
-            if isinstance(value, bool):
-                raise TypeError
-            out = origin(value)
-            if origin is int and isinstance(value, float) and out != value:
-                raise TypeError
-            return out
-        if origin is str:
-            if isinstance(value, bool):  # YAML 1.1 reads a bare off/on/no/yes as a bool
-                return "on" if value else "off"
-            return str(value)
+        if origin in (bool, int, float, str):
+            return _coerce_scalar(value, origin)
         if origin is list:
             if not isinstance(value, (list, tuple)):
                 raise TypeError
@@ -155,6 +142,24 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     except (TypeError, ValueError):
         raise ConfigError(f"config key {key!r} = {value!r} is not a valid {getattr(hint, '__name__', hint)}") from None
     return value
+
+
+def _coerce_scalar(value: Any, kind: type) -> Any:
+    """bool, int, float or str from YAML; TypeError/ValueError when it is not one."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise TypeError
+    if kind is str:
+        if isinstance(value, bool):  # YAML 1.1 reads a bare off/on/no/yes as a bool
+            return "on" if value else "off"
+        return str(value)
+    if isinstance(value, bool):
+        raise TypeError
+    out = kind(value)
+    if kind is int and isinstance(value, float) and out != value:
+        raise TypeError
+    return out
 
 
 def _build(cls: type, data: dict, prefix: str) -> Any:
@@ -194,10 +199,7 @@ def check_dataset_spec(spec: dict | None, key: str) -> dict | None:
                 f"unknown config key {f'{key}.{name}'!r} for a {kind} dataset; known: {', '.join(allowed)}"
             )
         types = allowed[name] if isinstance(allowed[name], tuple) else (allowed[name],)
-        if value is None and type(None) in types:
-            out[name] = None
-            continue
-        out[name] = _coerce(value, types[0], f"{key}.{name}")
+        out[name] = None if value is None and type(None) in types else _coerce(value, types[0], f"{key}.{name}")
     for name in DATASET_REQUIRED[kind]:
         if out.get(name) in (None, ""):
             raise ConfigError(f"config key {f'{key}.{name}'!r} is required for a {kind} dataset")

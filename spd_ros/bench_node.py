@@ -211,6 +211,22 @@ class _RoundTrip:
         return rtt, pointcloud2_fields(answer[1], ("depth",))["depth"]
 
 
+def _round_trip_block(rt: _RoundTrip, uv: np.ndarray, warmup: int, m: int,
+                      answer: np.ndarray | None) -> tuple[list[float], int, np.ndarray | None]:  # fmt: skip
+    """``warmup`` + ``m`` queries through the node: (the last ``m`` round trips ms, lost, last answer)."""
+    block, lost = [], 0
+    for i in range(warmup + m):
+        r = rt.ask(uv)
+        if i < warmup:
+            continue
+        if r is None or len(r[1]) != len(uv):
+            lost += 1
+            continue
+        block.append(r[0])
+        answer = r[1]
+    return block, lost, answer
+
+
 def _measure_k(rt: _RoundTrip, predictor: DepthPredictor, frame: Frame, uv: np.ndarray, n: int,
                warmup: int) -> dict[str, Any]:  # fmt: skip
     """``n`` timings each of ``SPDModel.query`` on the encoded frame in this process (model pixels
@@ -246,17 +262,8 @@ def _measure_k(rt: _RoundTrip, predictor: DepthPredictor, frame: Frame, uv: np.n
         m = min(BLOCK, n - start)
         model_ms += model_block(m, 0.0)
         time.sleep(SETTLE_S)
-        block = []
-        for i in range(warmup + m):
-            r = rt.ask(uv)
-            if i < warmup:
-                continue
-            if r is None or len(r[1]) != len(uv):
-                lost += 1
-                continue
-            block.append(r[0])
-            answer = r[1]
-        rtt += block
+        block, block_lost, answer = _round_trip_block(rt, uv, warmup, m, answer)
+        rtt, lost = rtt + block, lost + block_lost
         time.sleep(SETTLE_S)
         paced_ms += model_block(m, float(np.median(block)) / 1e3 if block else 0.0)
         time.sleep(SETTLE_S)
