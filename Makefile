@@ -26,6 +26,8 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m spd_core._layering
 
 bench: $(STAMP)
 	$(VENV)/bin/spd-bench

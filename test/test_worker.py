@@ -69,8 +69,7 @@ def test_query_waits_for_its_frame_then_times_out(predictor) -> None:
     w.start()
     try:
         w.submit_query(QueryJob(7 * S, "q7", np.array([[1.0, 2.0], [3.0, 4.0]], np.float32), np.array([5, 6])))
-        time.sleep(0.2)
-        assert answers.empty()  # waiting for frame 7
+        assert answers.empty() and w.queue_lengths()["queries_waiting"] == 1  # waiting for frame 7
         w.submit_image(ImageJob(7 * S, "h7", img(7), (50.0, 50.0, 32.0, 24.0)))
         a = answers.get(timeout=10)
         assert a.header == "h7" and a.matched and list(a.ids) == [5, 6]
@@ -78,7 +77,8 @@ def test_query_waits_for_its_frame_then_times_out(predictor) -> None:
         t = time.monotonic()
         w.submit_query(QueryJob(9 * S, "q9", np.array([[1.0, 2.0]], np.float32)))  # frame 9 never comes
         a = answers.get(timeout=10)
-        assert a.header == "q9" and not a.matched and 0.9 < time.monotonic() - t < 5
+        assert a.header == "q9" and not a.matched
+        assert time.monotonic() - t >= 1.0  # answered with NaNs only once query_timeout has passed
     finally:
         w.stop()
     assert not w._thread.is_alive()
