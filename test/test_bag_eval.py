@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -110,9 +111,12 @@ def test_cli_offline_writes_report(bag: Path, checkpoint: Path, tmp_path: Path, 
     assert "abs_rel" in printed and "encode_ms" in printed and str(out / "report.md") in printed
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"] == 5 and summary["queries"] == 100
-    assert summary["queries_answered"] == 100 and 0 < summary["metrics"]["abs_rel"] < 10
+    assert summary["queries_answered"] == 100
     rows = (out / "frames.csv").read_text().splitlines()
     assert len(rows) == 6 and rows[0].startswith("frame,stamp_ns,queries,valid,abs_rel")
+    per_frame = [float(r["abs_rel"]) for r in csv.DictReader(rows)]
+    assert all(np.isfinite(per_frame)) and min(per_frame) > 0  # every frame scored (random weights: not exact)
+    assert summary["metrics"]["abs_rel"] == pytest.approx(np.mean(per_frame), rel=1e-5)  # the mean over frames
     assert (out / "worst_frames.png").stat().st_size > 1000 and (out / "error_vs_depth.png").exists()
     assert "| stage | p50" in (out / "report.md").read_text()
 

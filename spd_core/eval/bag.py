@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from spd_core.data import DataError, RosbagRGBD
+from spd_core.data.rosbag import stamp_ns
 from spd_core.eval.metrics import MAX_DEPTH, compute_errors, grid_pixels, query_rng, sample_query_pixels, valid_mask
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,7 @@ def recorded_queries(bag: Path, topic: str) -> dict[int, np.ndarray]:
             raise DataError(f"queries topic {topic} not in bag {bag}; topics there: {', '.join(topics)}")
         for conn, _, raw in reader.messages(connections=conns):
             msg = reader.deserialize(raw, conn.msgtype)
-            stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-            out[stamp] = np.array([[p.x, p.y] for p in msg.polygon.points], np.float32).reshape(-1, 2)
+            out[stamp_ns(msg.header)] = np.array([[p.x, p.y] for p in msg.polygon.points], np.float32).reshape(-1, 2)
     return out
 
 
