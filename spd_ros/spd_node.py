@@ -231,7 +231,7 @@ class SpdNode(Node):
             values.update(latency_ms_p50=round(p50, 2), latency_ms_p95=round(p95, 2), latency_ms_max=round(pmax, 2))
         values.update({k if k.startswith("lost_") else f"rejected_{k}": v for k, v in self.rejected.items()})
         level = DiagnosticStatus.ERROR if w.error else DiagnosticStatus.OK
-        status = DiagnosticStatus(level=level, name=f"{self.get_name()}: depth", hardware_id="spd_ros",
+        status = DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: depth", hardware_id="spd_ros",
                                   message=f"error: {w.error}" if w.error else "ok")  # fmt: skip
         status.values = [KeyValue(key=str(k), value=str(v)) for k, v in sorted(values.items())]
         self.pub_diag.publish(DiagnosticArray(header=self._stamp_header(), status=[status]))

@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -169,13 +170,17 @@ class RosHarness:
             return True
         return False
 
-    def diagnostics(self, timeout: float = 5.0) -> dict[str, str]:
-        """Key/values of the first /diagnostics message received from now on."""
+    def diagnostic_status(self, timeout: float = 5.0) -> Any:
+        """The DiagnosticStatus of the first /diagnostics message received from now on."""
         start = time.monotonic()
         while True:
             t, msg = self.diag.get(timeout=max(0.1, timeout - (time.monotonic() - start)))
             if t >= start and msg.status:
-                return {kv.key: kv.value for kv in msg.status[0].values}
+                return msg.status[0]
+
+    def diagnostics(self, timeout: float = 5.0) -> dict[str, str]:
+        """Key/values of the first /diagnostics message received from now on."""
+        return {kv.key: kv.value for kv in self.diagnostic_status(timeout).values}
 
     def wait_counter(self, key: str, at_least: int, timeout: float = 10.0) -> int:
         """Poll /diagnostics until counter ``key`` reaches ``at_least``; returns its value."""

@@ -82,6 +82,12 @@ def test_00_queries_before_any_image_get_nans(ros) -> None:
     harness.wait_counter("query_messages_unmatched", 1)
 
 
+def test_diagnostics_name_the_node_fully(ros) -> None:
+    """One node per camera: each diagnostics status carries the node's namespace and name."""
+    harness, _ = ros
+    assert harness.diagnostic_status().name == f"/{NAMESPACE}/spd_node: depth"
+
+
 def test_end_to_end_matches_predictor_and_back_projection(ros, predictor: DepthPredictor) -> None:
     harness, _ = ros
     harness.send_camera_info(FX, FY, CX, CY, (H, W))
