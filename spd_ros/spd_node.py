@@ -92,6 +92,7 @@ class SpdNode(Node):
         except (CheckpointError, ValueError) as e:
             raise StartupError(str(e)) from None
         self.rejected: Counter[str] = Counter()
+        self._last_logged: dict[str, float] = {}  # reason -> monotonic time of its last log line
         self._intrinsics: tuple[tuple[float, float, float, float], tuple[int, int]] | None = None
         self._lock = threading.Lock()
         settings = worker_settings(p)
@@ -127,7 +128,9 @@ class SpdNode(Node):
         key = "lost_" + topic.replace("/", "_")
 
         def lost(info) -> None:
-            self.rejected[key] += int(info.total_count_change)
+            # the cumulative total, not a sum of changes: the change field has been seen to carry
+            # garbage (2**31) after large lost images; a total never goes down
+            self.rejected[key] = max(self.rejected[key], int(info.total_count))
 
         try:
             events = SubscriptionEventCallbacks(message_lost=lost)
@@ -136,8 +139,12 @@ class SpdNode(Node):
             self.create_subscription(msg_type, topic, callback, qos)
 
     def _reject(self, reason: str, text: str) -> None:
+        """Count a rejected message; log it, throttled per reason (one reason never hides another)."""
         self.rejected[reason] += 1
-        self.get_logger().warning(f"rejected {reason}: {text}", throttle_duration_sec=THROTTLE_S)
+        now = time.monotonic()
+        if now - self._last_logged.get(reason, -THROTTLE_S) >= THROTTLE_S:
+            self._last_logged[reason] = now
+            self.get_logger().warning(f"rejected {reason}: {text}")
 
     def _submit_image(self, header, image: np.ndarray) -> None:
         intr = None

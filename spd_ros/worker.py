@@ -195,6 +195,7 @@ class DepthWorker:
                     self._service_queries()
                     if image is not None:
                         self._encode(image)
+                        self.error = None  # a frame encoded again: the cause of an earlier error is gone
                         self._service_queries()
             except Exception as e:  # the node keeps running; the error is counted and logged
                 self.error = e

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import subprocess
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -185,7 +186,7 @@ def test_bad_queries(ros) -> None:
 
     from spd_ros.conversions import make_pointcloud2
 
-    harness, _ = ros
+    harness, node = ros
     invalid = harness.wait_counter("query_points_invalid", 0)
     harness.send_queries(11.0, [(float("nan"), 3), (5, float("inf")), (20, 30), (-1, 5), (W, 5), (5, H + 3)])
     a = harness.next_answer()
@@ -206,6 +207,12 @@ def test_bad_queries(ros) -> None:
     harness.wait_counter("rejected_camera_info", 1)
     _still_answers(harness)
     harness.wait_counter("query_messages", base + 3)  # raises unless the three valid queries were counted
+    # three reasons within a few seconds: each is logged (the throttle is per reason)
+    reasons = ("too_many_queries", "query_points", "camera_info")
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and not all(f"rejected {r}:" in node.output() for r in reasons):
+        time.sleep(0.1)
+    assert all(f"rejected {r}:" in node.output() for r in reasons), node.output()[-2000:]
 
 
 def test_runtime_parameters_and_dense(ros, predictor: DepthPredictor) -> None:

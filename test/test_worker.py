@@ -156,6 +156,33 @@ def test_failing_query_is_answered_with_nans_and_counted(predictor) -> None:
     assert w.counts["query_messages_failed"] == 1
 
 
+def test_error_clears_once_a_frame_is_encoded_again(predictor) -> None:
+    """A failing frame sets the worker's error (diagnostics ERROR); the next good frame clears it (OK)."""
+
+    class FailsOnGrey(DepthPredictor):
+        def encode(self, image, fx=None):
+            if image.ndim == 2:
+                raise RuntimeError("simulated encoder failure")
+            return super().encode(image, fx)
+
+    failing = FailsOnGrey(predictor.model, predictor.input_size, predictor.train_focal)
+    answers: queue.Queue = queue.Queue()
+    w = DepthWorker(failing, answers.put)
+    w.submit_image(ImageJob(1 * S, "grey", img(1)[:, :, 0], None))
+    w.submit_query(QueryJob(1 * S, "q1", np.ones((2, 2), np.float32)))
+    w.start()
+    try:
+        first = answers.get(timeout=10)  # the query of the failed frame: NaN, unmatched
+        assert not first.matched and isinstance(w.error, RuntimeError) and w.counts["worker_errors"] == 1
+        w.submit_image(ImageJob(2 * S, "h2", img(2), None))
+        w.submit_query(QueryJob(2 * S, "q2", np.ones((2, 2), np.float32)))
+        second = answers.get(timeout=10)
+    finally:
+        w.stop()
+    assert second.matched and np.isfinite(second.depth).all()
+    assert w.error is None and w.counts["worker_errors"] == 1
+
+
 def test_dense_map_only_when_wanted(predictor) -> None:
     """publish_dense decodes the dense map only while dense_wanted() (the node: someone subscribes)."""
     answers: queue.Queue = queue.Queue()
