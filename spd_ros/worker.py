@@ -123,16 +123,25 @@ class DepthWorker:
             self._cond.notify()
 
     def submit_query(self, job: QueryJob) -> None:
+        """Queue ``job``; when the queue is full the oldest query is answered with NaNs at once
+        (counted ``query_messages_dropped``): every query message gets exactly one answer."""
         if len(job.uv) <= self.settings.inline_max_points and self._answer_inline(job):
             return
         with self._cond:
             self.counts["query_messages"] += 1
-            if len(self._queries) >= self.queue_size:
-                self._queries.popleft()
-                self.counts["query_messages_dropped"] += 1
             self._queries.append(job)
+            evicted = self._trim_queue()
             self._new_queries = True
             self._cond.notify()
+        for old in evicted:
+            self._answer(old, None)
+
+    def _trim_queue(self) -> list[QueryJob]:
+        """(Lock held.) Take the oldest queries past ``queue_size`` off the queue, counted as dropped;
+        the caller answers them with NaNs once the lock is released."""
+        evicted = [self._queries.popleft() for _ in range(len(self._queries) - self.queue_size)]
+        self.counts["query_messages_dropped"] += len(evicted)
+        return evicted
 
     def _answer_inline(self, job: QueryJob) -> bool:
         """Answer ``job`` on this thread if the model is free, nothing is queued before it, no image
@@ -239,9 +248,9 @@ class DepthWorker:
         if waiting:
             with self._cond:  # back in front of those that came meanwhile; the oldest go past queue_size
                 self._queries.extendleft(reversed(waiting))
-                while len(self._queries) > self.queue_size:
-                    self._queries.popleft()
-                    self.counts["query_messages_dropped"] += 1
+                evicted = self._trim_queue()
+            for job in evicted:
+                self._answer(job, None)
 
     def _lookup(self, job: QueryJob) -> tuple[int, CachedFrame] | None:
         """The cached frame ``job`` asks for: the newest for stamp 0, else the nearest within tolerance."""

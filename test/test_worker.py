@@ -52,11 +52,14 @@ def test_latest_image_wins_and_queue_is_bounded(predictor) -> None:
         w.submit_query(QueryJob(i * S, f"q{i}", np.array([[5.0, 5.0]], np.float32)))
     assert w.counts["images_dropped"] == 2 and w.counts["query_messages_dropped"] == 1
     assert w.queue_lengths()["queries_waiting"] == 2
+    evicted = answers.get(timeout=1)  # pushed out of the full queue: answered with NaNs at once
+    assert evicted.header == "q0" and not evicted.matched and np.isnan(evicted.depth).all()
     w.start()
     try:
         got = [answers.get(timeout=10) for _ in range(2)]
     finally:
         w.stop()
+    assert answers.empty()  # one answer per query message
     assert w.counts["frames_encoded"] == 1  # only the newest image was encoded
     by_query = {a.header: a for a in got}
     assert by_query["h2"].matched and np.isfinite(by_query["h2"].depth).all()  # query 2 found frame 2
@@ -204,7 +207,7 @@ def test_dense_map_only_when_wanted(predictor) -> None:
 
 def test_queue_bound_holds_while_queries_wait(predictor) -> None:
     """Queries arriving while the worker re-checks waiting ones do not push the queue past queue_size."""
-    w, _ = make_worker(predictor, queue_size=3, timeout=30.0)
+    w, answers = make_worker(predictor, queue_size=3, timeout=30.0)
     may_arrive = w.cache.may_arrive
 
     def racing(stamp_ns: int, tol: int) -> bool:  # a callback delivers a query mid-pass
@@ -217,6 +220,8 @@ def test_queue_bound_holds_while_queries_wait(predictor) -> None:
     w._service_queries()  # one pass of the worker thread, run here
     assert w.queue_lengths()["queries_waiting"] == 3 and w.counts["query_messages_dropped"] == 3
     assert [j.header for j in w._queries] == ["new"] * 3  # the oldest went first
+    evicted = [answers.get_nowait() for _ in range(3)]  # each answered with NaNs, none lost
+    assert sorted(a.header for a in evicted) == ["q0", "q1", "q2"] and all(not a.matched for a in evicted)
 
 
 def test_small_query_is_answered_inline_when_the_model_is_free(predictor) -> None:
