@@ -8,6 +8,7 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
+from spd_core.camera import check_intrinsics
 from spd_core.data.images import COLOR_ENCODINGS, ImageFormatError, decode_compressed, image_array, to_rgb8
 from spd_core.data.rosbag import stamp_ns  # re-exported: one definition for bags and live messages
 
@@ -37,11 +38,11 @@ def compressed_to_numpy(msg: CompressedImage) -> np.ndarray:
 
 
 def intrinsics(msg: CameraInfo) -> tuple[float, float, float, float]:
-    """(fx, fy, cx, cy) of a CameraInfo; ValueError when the focal lengths are not positive."""
-    fx, fy, cx, cy = (float(msg.k[i]) for i in (0, 4, 2, 5))
-    if not (np.isfinite([fx, fy, cx, cy]).all() and fx > 0 and fy > 0):
-        raise ValueError(f"camera_info has no usable focal length (fx={fx}, fy={fy})")
-    return fx, fy, cx, cy
+    """(fx, fy, cx, cy) of a CameraInfo; ValueError (one line) when they are not plausible for its
+    size (:func:`spd_core.camera.check_intrinsics`)."""
+    k = tuple(float(msg.k[i]) for i in (0, 4, 2, 5))
+    check_intrinsics(k, int(msg.width), int(msg.height))
+    return k
 
 
 def pointcloud2_fields(msg: PointCloud2, names: Sequence[str]) -> dict[str, np.ndarray]:

@@ -37,6 +37,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
+from spd_core.camera import rescale_intrinsics
 from spd_core.model.checkpoint import CheckpointError
 from spd_core.predictor import DepthPredictor
 from spd_ros import conversions
@@ -93,7 +94,7 @@ class SpdNode(Node):
             raise StartupError(str(e)) from None
         self.rejected: Counter[str] = Counter()
         self._last_logged: dict[str, float] = {}  # reason -> monotonic time of its last log line
-        self._intrinsics: tuple[tuple[float, float, float, float], tuple[int, int]] | None = None
+        self._intrinsics: tuple[tuple[float, float, float, float], tuple[int, int]] | None = None  # K, (H, W)
         self._lock = threading.Lock()
         settings = worker_settings(p)
         self.worker = DepthWorker(predictor, self._publish_answer, p.cache_size, p.queue_size, settings,
@@ -149,10 +150,12 @@ class SpdNode(Node):
     def _submit_image(self, header, image: np.ndarray) -> None:
         intr = None
         with self._lock:
-            if self._intrinsics is not None:
-                (fx, fy, cx, cy), (w, h) = self._intrinsics
-                sx, sy = image.shape[1] / w, image.shape[0] / h  # camera_info of another resolution
-                intr = (fx * sx, fy * sy, (cx + 0.5) * sx - 0.5, (cy + 0.5) * sy - 0.5)
+            known = self._intrinsics
+        if known is not None:  # camera_info of another resolution is rescaled; another aspect rejected
+            try:
+                intr = rescale_intrinsics(known[0], known[1], image.shape[:2])
+            except ValueError as e:
+                self._reject("camera_info", str(e))
         self.worker.submit_image(ImageJob(conversions.stamp_ns(header), header, image, intr))
 
     def _on_image(self, msg: Image | CompressedImage) -> None:
@@ -168,10 +171,8 @@ class SpdNode(Node):
             intr = conversions.intrinsics(msg)
         except ValueError as e:
             return self._reject("camera_info", str(e))
-        if msg.width <= 0 or msg.height <= 0:
-            return self._reject("camera_info", f"camera_info size {msg.width}x{msg.height}")
         with self._lock:
-            self._intrinsics = (intr, (msg.width, msg.height))
+            self._intrinsics = (intr, (msg.height, msg.width))
 
     def _too_many(self, n: int) -> bool:
         """Reject (and count) a query message of more than ``max_queries`` points."""

@@ -67,10 +67,10 @@ def test_pointcloud_round_trip() -> None:
 
 
 def test_intrinsics_and_depth_image() -> None:
-    info = CameraInfo(k=[500.0, 0, 320, 0, 510.0, 240, 0, 0, 1])
+    info = CameraInfo(width=640, height=480, k=[500.0, 0, 320, 0, 510.0, 240, 0, 0, 1])
     assert conv.intrinsics(info) == (500.0, 510.0, 320.0, 240.0)
     with pytest.raises(ValueError, match="focal"):
-        conv.intrinsics(CameraInfo())
+        conv.intrinsics(CameraInfo(width=640, height=480))  # all-zero K
     d = np.random.default_rng(1).random((4, 6)).astype(np.float32)
     msg = conv.depth_image(Header(), d)
     assert msg.encoding == "32FC1" and np.array_equal(np.frombuffer(msg.data, np.float32).reshape(4, 6), d)

@@ -265,6 +265,26 @@ STARTUP_ERRORS = {
 }
 
 
+def test_camera_info_of_another_aspect_ratio_is_refused(ros) -> None:
+    """A 640x640 camera_info for the 160x120 stream: counted, no 3D points made from it; depth still
+    answered. The right camera_info afterwards gives points again."""
+    harness, node = ros
+    before = harness.wait_counter("rejected_camera_info", 0)
+    harness.send_camera_info(FX, FY, CX, CY, (640, 640))
+    time.sleep(0.5)  # another topic: give the camera_info time to arrive before the image
+    harness.send_image(image(80), 80.0)
+    harness.send_queries(80.0, [(20, 30)])
+    a = harness.next_answer()
+    assert a["stamp"] == 80.0 and np.isfinite(a["depth"]).all() and np.isnan(a["x"]).all(), node.output()[-3000:]
+    harness.wait_counter("rejected_camera_info", before + 1)  # raises unless counted
+    harness.send_camera_info(FX, FY, CX, CY, (H, W))
+    time.sleep(0.5)
+    harness.send_image(image(81), 81.0)
+    harness.send_queries(81.0, [(20, 30)])
+    a = harness.next_answer()
+    assert a["stamp"] == 81.0 and np.isfinite(a["x"]).all() and np.isfinite(a["z"]).all()
+
+
 @pytest.fixture(scope="module")
 def failed_starts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, str]]:
     """spd_node started once per kind of damage, all at once (start-up is mostly imports): (rc, stderr)."""
