@@ -88,8 +88,10 @@ def graph() -> tuple[dict[tuple[str, str], int], list[str]]:
                 continue
             edges[(src, dst)] += 1
             if dst not in LAYERS or LAYERS[dst] >= LAYERS[src]:
-                problems.append(f"{module} imports {name}: {src} (layer {LAYERS[src]}) may not import "
-                                f"{dst} (layer {LAYERS.get(dst, '?')})")
+                problems.append(
+                    f"{module} imports {name}: {src} (layer {LAYERS[src]}) may not import "
+                    f"{dst} (layer {LAYERS.get(dst, '?')})"
+                )
     return dict(edges), problems
 
 

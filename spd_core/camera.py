@@ -23,20 +23,25 @@ def check_intrinsics(k: Intrinsics, width: int, height: int) -> None:
     lo, hi = (r * width for r in FOCAL_RANGE)
     for name, f in (("fx", k[0]), ("fy", k[1])):
         if not lo <= f <= hi:
-            raise ValueError(f"camera_info focal length {name}={f:g} px is implausible for a {width} px wide "
-                             f"image (expected {lo:g} to {hi:g})")  # fmt: skip
+            raise ValueError(
+                f"camera_info focal length {name}={f:g} px is implausible for a {width} px wide "
+                f"image (expected {lo:g} to {hi:g})"
+            )
 
 
-def rescale_intrinsics(k: Intrinsics, from_size: tuple[int, int], to_size: tuple[int, int],
-                       aspect_tolerance: float = ASPECT_TOLERANCE) -> Intrinsics:  # fmt: skip
+def rescale_intrinsics(
+    k: Intrinsics, from_size: tuple[int, int], to_size: tuple[int, int], aspect_tolerance: float = ASPECT_TOLERANCE
+) -> Intrinsics:
     """Intrinsics of a camera_info for ``from_size`` (H, W) moved to an image of ``to_size`` (H, W)
     (pixel centres at integers). ValueError when the two aspect ratios differ by more than
     ``aspect_tolerance``: that camera_info does not describe this image."""
     (h0, w0), (h1, w1) = from_size, to_size
     a0, a1 = w0 / h0, w1 / h1
     if abs(a1 / a0 - 1) > aspect_tolerance:
-        raise ValueError(f"camera_info is for {w0}x{h0} (aspect {a0:.3f}) but the image is {w1}x{h1} "
-                         f"(aspect {a1:.3f}); publish the camera_info of this stream")  # fmt: skip
+        raise ValueError(
+            f"camera_info is for {w0}x{h0} (aspect {a0:.3f}) but the image is {w1}x{h1} "
+            f"(aspect {a1:.3f}); publish the camera_info of this stream"
+        )
     sx, sy = w1 / w0, h1 / h0
     fx, fy, cx, cy = k
     return fx * sx, fy * sy, (cx + 0.5) * sx - 0.5, (cy + 0.5) * sy - 0.5

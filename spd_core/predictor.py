@@ -20,6 +20,7 @@ from spd_core.preprocess import image_to_tensor, to_model_pixels
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class Frame:
     """One encoded image: features plus what is needed to answer queries in its pixels."""
@@ -32,9 +33,15 @@ class Frame:
 class DepthPredictor:
     """Encode images once, answer depth queries in original-image pixel coordinates."""
 
-    def __init__(self, model: SPDModel, input_size: tuple[int, int], train_focal: float,
-                 device: str | torch.device = "cpu", precision: str = "fp32",
-                 focal_scaling: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: SPDModel,
+        input_size: tuple[int, int],
+        train_focal: float,
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+        focal_scaling: bool = True,
+    ) -> None:
         self.device = torch.device(device)
         check_precision(precision, self.device)
         self.model = model.to(self.device).eval()
@@ -46,18 +53,29 @@ class DepthPredictor:
         self.focal_scaling = focal_scaling
 
     @classmethod
-    def from_checkpoint(cls, path: str, device: str = "auto", precision: str = "fp32",
-                        input_size: tuple[int, int] | None = None,
-                        focal_scaling: bool = True) -> DepthPredictor:  # fmt: skip
+    def from_checkpoint(
+        cls,
+        path: str,
+        device: str = "auto",
+        precision: str = "fp32",
+        input_size: tuple[int, int] | None = None,
+        focal_scaling: bool = True,
+    ) -> DepthPredictor:
         """Load ``path`` (raises CheckpointError with a clear line) onto ``device``."""
         dev = resolve_device(device)
         model, ckpt = load_model(path, dev)
         return cls.from_model(model, ckpt, dev, precision, input_size, focal_scaling)
 
     @classmethod
-    def from_model(cls, model: SPDModel, ckpt: Checkpoint, device: str | torch.device = "cpu",
-                   precision: str = "fp32", input_size: tuple[int, int] | None = None,
-                   focal_scaling: bool = True) -> DepthPredictor:  # fmt: skip
+    def from_model(
+        cls,
+        model: SPDModel,
+        ckpt: Checkpoint,
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+        input_size: tuple[int, int] | None = None,
+        focal_scaling: bool = True,
+    ) -> DepthPredictor:
         size = tuple(input_size) if input_size else tuple(ckpt.input_size)
         return cls(model, size, ckpt.train_focal, device, precision, focal_scaling)
 

@@ -160,8 +160,11 @@ class _RoundTrip:
                 counts = (int(values.get("query_messages", 0)), int(values.get("queries_answered", 0)))
                 if self._last is not None and counts[0] > self._last[1][0] and "latency_ms_p50" in values:
                     (start, before) = self._last
-                    out.append(NodeWindow(start, end, counts[0] - before[0], counts[1] - before[1],
-                                          float(values["latency_ms_p50"])))  # fmt: skip
+                    out.append(
+                        NodeWindow(
+                            start, end, counts[0] - before[0], counts[1] - before[1], float(values["latency_ms_p50"])
+                        )
+                    )
                 self._last = (end, counts)
         return out
 
@@ -170,14 +173,19 @@ class _RoundTrip:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"spd_node exited with code {proc.returncode} at start-up")
-            if (self.pub_image.get_subscription_count() > 0 and self.pub_query.get_subscription_count() > 0
-                    and self.node.count_publishers("depth_points") > 0):  # fmt: skip
+            if (
+                self.pub_image.get_subscription_count() > 0
+                and self.pub_query.get_subscription_count() > 0
+                and self.node.count_publishers("depth_points") > 0
+            ):
                 time.sleep(0.5)  # let depth_points -> us match as well
                 others = self.node.count_publishers("depth_points") - 1
                 if others > 0:  # their answers would be taken for ours
                     domain = os.environ.get("ROS_DOMAIN_ID")
-                    raise RuntimeError(f"{others} other node(s) publish depth_points on ROS domain {domain}; "
-                                       "stop them or set SPD_BENCH_DOMAIN_ID to a free domain")  # fmt: skip
+                    raise RuntimeError(
+                        f"{others} other node(s) publish depth_points on ROS domain {domain}; "
+                        "stop them or set SPD_BENCH_DOMAIN_ID to a free domain"
+                    )
                 return
             time.sleep(0.1)
         raise RuntimeError(f"spd_node did not subscribe to image/queries within {START_TIMEOUT_S:.0f} s")
@@ -211,8 +219,9 @@ class _RoundTrip:
         return rtt, pointcloud2_fields(answer[1], ("depth",))["depth"]
 
 
-def _round_trip_block(rt: _RoundTrip, uv: np.ndarray, warmup: int, m: int,
-                      answer: np.ndarray | None) -> tuple[list[float], int, np.ndarray | None]:  # fmt: skip
+def _round_trip_block(
+    rt: _RoundTrip, uv: np.ndarray, warmup: int, m: int, answer: np.ndarray | None
+) -> tuple[list[float], int, np.ndarray | None]:
     """``warmup`` + ``m`` queries through the node: (the last ``m`` round trips ms, lost, last answer)."""
     block, lost = [], 0
     for i in range(warmup + m):
@@ -227,8 +236,9 @@ def _round_trip_block(rt: _RoundTrip, uv: np.ndarray, warmup: int, m: int,
     return block, lost, answer
 
 
-def _measure_k(rt: _RoundTrip, predictor: DepthPredictor, frame: Frame, uv: np.ndarray, n: int,
-               warmup: int) -> dict[str, Any]:  # fmt: skip
+def _measure_k(
+    rt: _RoundTrip, predictor: DepthPredictor, frame: Frame, uv: np.ndarray, n: int, warmup: int
+) -> dict[str, Any]:
     """``n`` timings each of ``SPDModel.query`` on the encoded frame in this process (model pixels
     ready) and of the round trip through the node, in alternate blocks of ``BLOCK`` so that both
     see the same machine load. Within a block the calls run back to back after ``warmup`` untimed
@@ -279,14 +289,21 @@ def _measure_k(rt: _RoundTrip, predictor: DepthPredictor, frame: Frame, uv: np.n
             ros_path.append(float(np.median(rtts)) - win.latency_p50_ms)
     node_ms = float(np.median(node_p50)) if node_p50 else None
     return {
-        "k": len(uv), "rtt_ms": rp, "model_ms": mp, "lost": lost, "overhead_p50_ms": rp["p50"] - mp["p50"],
+        "k": len(uv),
+        "rtt_ms": rp,
+        "model_ms": mp,
+        "lost": lost,
+        "overhead_p50_ms": rp["p50"] - mp["p50"],
         "target_ms": 2.0 + 0.1 * mp["p50"],
-        "model_paced_ms": pp, "overhead_vs_paced_p50_ms": rp["p50"] - pp["p50"],
-        "node_compute_p50_ms": node_ms, "node_windows": len(node_p50),
+        "model_paced_ms": pp,
+        "overhead_vs_paced_p50_ms": rp["p50"] - pp["p50"],
+        "node_compute_p50_ms": node_ms,
+        "node_windows": len(node_p50),
         "ros_path_p50_ms": float(np.median(ros_path)) if ros_path else None,
-        "max_rel_diff_vs_predictor": (None if answer is None
-                                      else float(np.nanmax(np.abs(answer - expect) / np.abs(expect)))),
-    }  # fmt: skip
+        "max_rel_diff_vs_predictor": (
+            None if answer is None else float(np.nanmax(np.abs(answer - expect) / np.abs(expect)))
+        ),
+    }
 
 
 def run_node_bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -326,16 +343,18 @@ def run_node_bench(args: argparse.Namespace) -> dict[str, Any]:
             tail = _stop(proc, log_file)
             if "error" in result and tail:
                 result["error"] += f" (node output: {tail})"
-    result["note"] = (f"One query in flight at a time, {args.queries} per K after {args.warmup} warm-up; "
-                      "round trip = publish PolygonStamped -> PointCloud2 received; model = SPDModel.query "
-                      f"in this process on the same frame and points; the two alternate in blocks of {BLOCK} "
-                      f"back-to-back calls (after {args.warmup} untimed) with {SETTLE_S * 1e3:.0f} ms pauses; "
-                      "overhead = round trip p50 − model p50; model paced = the same calls one per round-trip "
-                      "p50, idle in between as the node is; node compute = the node's own receipt -> answer "
-                      "ready time (median of its /diagnostics latency p50 over the 1-s windows of this K), "
-                      "ROS path = round trip p50 − node compute per window, median over windows (transport, "
-                      "executor, message conversion); "
-                      "target = 2 ms + 10 % of the model p50.")  # fmt: skip
+    result["note"] = (
+        f"One query in flight at a time, {args.queries} per K after {args.warmup} warm-up; "
+        "round trip = publish PolygonStamped -> PointCloud2 received; model = SPDModel.query "
+        f"in this process on the same frame and points; the two alternate in blocks of {BLOCK} "
+        f"back-to-back calls (after {args.warmup} untimed) with {SETTLE_S * 1e3:.0f} ms pauses; "
+        "overhead = round trip p50 − model p50; model paced = the same calls one per round-trip "
+        "p50, idle in between as the node is; node compute = the node's own receipt -> answer "
+        "ready time (median of its /diagnostics latency p50 over the 1-s windows of this K), "
+        "ROS path = round trip p50 − node compute per window, median over windows (transport, "
+        "executor, message conversion); "
+        "target = 2 ms + 10 % of the model p50."
+    )
     return result
 
 
@@ -370,8 +389,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    report: dict[str, Any] = {"command": "spd-bench-node " + shlex.join(argv), "environment": environment(),
-                              "macs": [], "node": run_node_bench(args)}
+    report: dict[str, Any] = {
+        "command": "spd-bench-node " + shlex.join(argv),
+        "environment": environment(),
+        "macs": [],
+        "node": run_node_bench(args),
+    }
     report["environment"]["loadavg_after"] = loadavg()
     print(write_report(report, args.out), end="")
     return 0 if "error" not in report["node"] else 1

@@ -14,10 +14,15 @@ from spd_core.data.rosbag import stamp_ns  # re-exported: one definition for bag
 
 # PointField datatype -> numpy dtype
 _FIELD_DTYPES = {
-    PointField.INT8: np.int8, PointField.UINT8: np.uint8, PointField.INT16: np.int16, PointField.UINT16: np.uint16,
-    PointField.INT32: np.int32, PointField.UINT32: np.uint32, PointField.FLOAT32: np.float32,
+    PointField.INT8: np.int8,
+    PointField.UINT8: np.uint8,
+    PointField.INT16: np.int16,
+    PointField.UINT16: np.uint16,
+    PointField.INT32: np.int32,
+    PointField.UINT32: np.uint32,
+    PointField.FLOAT32: np.float32,
     PointField.FLOAT64: np.float64,
-}  # fmt: skip
+}
 _DTYPE_FIELDS = {np.dtype(v): k for k, v in _FIELD_DTYPES.items()}
 
 
@@ -79,10 +84,19 @@ def make_pointcloud2(header: Header, columns: dict[str, np.ndarray]) -> PointClo
     rec = np.empty(n, dtype)
     for name in names:
         rec[name] = columns[name]
-    msg = PointCloud2(header=header, height=1, width=n, is_bigendian=False, point_step=dtype.itemsize,
-                      row_step=dtype.itemsize * n, is_dense=False)  # fmt: skip
-    msg.fields = [PointField(name=name, offset=dtype.fields[name][1], datatype=_DTYPE_FIELDS[dtype[name]], count=1)
-                  for name in names]  # fmt: skip
+    msg = PointCloud2(
+        header=header,
+        height=1,
+        width=n,
+        is_bigendian=False,
+        point_step=dtype.itemsize,
+        row_step=dtype.itemsize * n,
+        is_dense=False,
+    )
+    msg.fields = [
+        PointField(name=name, offset=dtype.fields[name][1], datatype=_DTYPE_FIELDS[dtype[name]], count=1)
+        for name in names
+    ]
     msg.data = rec.tobytes()
     return msg
 
@@ -90,19 +104,40 @@ def make_pointcloud2(header: Header, columns: dict[str, np.ndarray]) -> PointClo
 def depth_image(header: Header, depth: np.ndarray) -> Image:
     """float32 [H,W] metres -> Image 32FC1."""
     depth = np.ascontiguousarray(depth, np.float32)
-    return Image(header=header, height=depth.shape[0], width=depth.shape[1], encoding="32FC1", is_bigendian=False,
-                 step=depth.shape[1] * 4, data=depth.tobytes())  # fmt: skip
+    return Image(
+        header=header,
+        height=depth.shape[0],
+        width=depth.shape[1],
+        encoding="32FC1",
+        is_bigendian=False,
+        step=depth.shape[1] * 4,
+        data=depth.tobytes(),
+    )
 
 
 def rgb_image(header: Header, rgb: np.ndarray, encoding: str = "rgb8") -> Image:
     """uint8 [H,W,3] -> Image (rgb8 or bgr8); for publishers and tests."""
     data = rgb[:, :, ::-1] if encoding == "bgr8" else rgb
     data = np.ascontiguousarray(data)
-    return Image(header=header, height=rgb.shape[0], width=rgb.shape[1], encoding=encoding, is_bigendian=False,
-                 step=rgb.shape[1] * 3, data=data.tobytes())  # fmt: skip
+    return Image(
+        header=header,
+        height=rgb.shape[0],
+        width=rgb.shape[1],
+        encoding=encoding,
+        is_bigendian=False,
+        step=rgb.shape[1] * 3,
+        data=data.tobytes(),
+    )
 
 
 __all__ = [
-    "ImageFormatError", "compressed_to_numpy", "depth_image", "image_to_numpy", "intrinsics", "make_pointcloud2",
-    "pointcloud2_fields", "rgb_image", "stamp_ns",
-]  # fmt: skip
+    "ImageFormatError",
+    "compressed_to_numpy",
+    "depth_image",
+    "image_to_numpy",
+    "intrinsics",
+    "make_pointcloud2",
+    "pointcloud2_fields",
+    "rgb_image",
+    "stamp_ns",
+]

@@ -19,9 +19,15 @@ def default_params_file() -> Path:
     return Path(get_package_share_directory("spd_ros")) / "config" / "spd.yaml"
 
 
-def node_command(checkpoint: str | Path, params_file: str | Path | None = None, namespace: str = "",
-                 device: str | None = None, precision: str | None = None,
-                 extra_params: dict | None = None, remaps: dict[str, str] | None = None) -> list[str]:  # fmt: skip
+def node_command(
+    checkpoint: str | Path,
+    params_file: str | Path | None = None,
+    namespace: str = "",
+    device: str | None = None,
+    precision: str | None = None,
+    extra_params: dict | None = None,
+    remaps: dict[str, str] | None = None,
+) -> list[str]:
     """``spd_node --ros-args --params-file ... -p checkpoint:=... [-r __ns:=...]`` (console script beside
     this Python)."""
     exe = Path(sys.executable).parent / "spd_node"

@@ -62,8 +62,11 @@ DESCRIPTIONS = {
     "stamp_tolerance": ("s: a query matches a frame whose stamp is this close", _floats(0.0, 10.0)),
     "query_timeout": ("s: how long a query waits for a frame not encoded yet", _floats(0.0, 60.0)),
     "max_queries": ("points per query message; larger messages are rejected", _ints(1, 1000000)),
-    "inline_max_points": ("queries up to this size are answered on the callback thread when the model is "
-                          "free (no thread hand-off); 0 = always by the worker", _ints(0, 1000000)),
+    "inline_max_points": (
+        "queries up to this size are answered on the callback thread when the model is "
+        "free (no thread hand-off); 0 = always by the worker",
+        _ints(0, 1000000),
+    ),
     "grid_cols": ("fixed query grid answered on every frame: columns (0 = off)", _ints(0, 1024)),
     "grid_rows": ("fixed query grid answered on every frame: rows (0 = off)", _ints(0, 1024)),
     "publish_dense": ("also publish the dense 32FC1 depth map on 'depth' (when subscribed)", None),
@@ -99,5 +102,6 @@ def qos_profile(name: str, depth: int) -> QoSProfile:
 
 def worker_settings(p: NodeParams) -> WorkerSettings:
     """The worker's settings from the declared parameters (the one place they are copied)."""
-    return WorkerSettings(**{field: getattr(p, name) for name, field in RUNTIME.items()},
-                          grid=(p.grid_cols, p.grid_rows))  # fmt: skip
+    return WorkerSettings(
+        **{field: getattr(p, name) for name, field in RUNTIME.items()}, grid=(p.grid_cols, p.grid_rows)
+    )

@@ -19,8 +19,9 @@ def _ament_prefix(current: str | None) -> str:
     return os.pathsep.join(parts if sys.prefix in parts else [*parts, sys.prefix])
 
 
-def local_ros_env(domain_id: int | None = None, base: dict[str, str] | None = None,
-                  python: str | os.PathLike | None = None) -> dict[str, str]:  # fmt: skip
+def local_ros_env(
+    domain_id: int | None = None, base: dict[str, str] | None = None, python: str | os.PathLike | None = None
+) -> dict[str, str]:
     """A copy of the environment for a child ROS process: LOCALHOST discovery, ``ROS_DOMAIN_ID``
     (``domain_id``, else the current one, else the package default), ``AMENT_PREFIX_PATH`` with this
     Python's prefix (the ROS wheels register their packages there).

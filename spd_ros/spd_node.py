@@ -97,8 +97,16 @@ class SpdNode(Node):
         self._intrinsics: tuple[tuple[float, float, float, float], tuple[int, int]] | None = None  # K, (H, W)
         self._lock = threading.Lock()
         settings = worker_settings(p)
-        self.worker = DepthWorker(predictor, self._publish_answer, p.cache_size, p.queue_size, settings,
-                                  self._publish_dense, p.focal_scaling, self._dense_wanted)  # fmt: skip
+        self.worker = DepthWorker(
+            predictor,
+            self._publish_answer,
+            p.cache_size,
+            p.queue_size,
+            settings,
+            self._publish_dense,
+            p.focal_scaling,
+            self._dense_wanted,
+        )
         # queries are not latest-wins: their DDS history holds as many messages as the worker's queue
         query_qos = qos_profile(p.qos, max(p.qos_depth, p.queue_size))
         if p.compressed:
@@ -204,8 +212,14 @@ class SpdNode(Node):
     # --- outputs ----------------------------------------------------------------------------------
 
     def _publish_answer(self, a: Answer) -> None:
-        cols = {"x": a.xyz[:, 0], "y": a.xyz[:, 1], "z": a.xyz[:, 2], "u": a.uv[:, 0].astype(np.float32),
-                "v": a.uv[:, 1].astype(np.float32), "depth": a.depth.astype(np.float32)}  # fmt: skip
+        cols = {
+            "x": a.xyz[:, 0],
+            "y": a.xyz[:, 1],
+            "z": a.xyz[:, 2],
+            "u": a.uv[:, 0].astype(np.float32),
+            "v": a.uv[:, 1].astype(np.float32),
+            "depth": a.depth.astype(np.float32),
+        }
         if a.ids is not None:
             cols["id"] = a.ids
         self._publish(self.pub_points, conversions.make_pointcloud2(a.header, cols))
@@ -239,8 +253,12 @@ class SpdNode(Node):
             values.update(latency_ms_p50=round(p50, 2), latency_ms_p95=round(p95, 2), latency_ms_max=round(pmax, 2))
         values.update({k if k.startswith("lost_") else f"rejected_{k}": v for k, v in self.rejected.items()})
         level = DiagnosticStatus.ERROR if w.error else DiagnosticStatus.OK
-        status = DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: depth", hardware_id="spd_ros",
-                                  message=f"error: {w.error}" if w.error else "ok")  # fmt: skip
+        status = DiagnosticStatus(
+            level=level,
+            name=f"{self.get_fully_qualified_name()}: depth",
+            hardware_id="spd_ros",
+            message=f"error: {w.error}" if w.error else "ok",
+        )
         status.values = [KeyValue(key=str(k), value=str(v)) for k, v in sorted(values.items())]
         self.pub_diag.publish(DiagnosticArray(header=self._stamp_header(), status=[status]))
 

@@ -90,10 +90,17 @@ class WorkerSettings:
 class DepthWorker:
     """Owns ``predictor``; call :meth:`start`, feed :meth:`submit_image` / :meth:`submit_query`."""
 
-    def __init__(self, predictor: DepthPredictor, on_answer: Callable[[Answer], None], cache_size: int = 8,
-                 queue_size: int = 64, settings: WorkerSettings | None = None,
-                 on_dense: Callable[[Any, np.ndarray], None] | None = None,
-                 focal_scaling: bool = True, dense_wanted: Callable[[], bool] = lambda: True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        predictor: DepthPredictor,
+        on_answer: Callable[[Answer], None],
+        cache_size: int = 8,
+        queue_size: int = 64,
+        settings: WorkerSettings | None = None,
+        on_dense: Callable[[Any, np.ndarray], None] | None = None,
+        focal_scaling: bool = True,
+        dense_wanted: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.predictor, self.on_answer, self.on_dense = predictor, on_answer, on_dense
         self.dense_wanted = dense_wanted  # e.g. "someone subscribes": the dense decode is not free
         self.settings = settings or WorkerSettings()
@@ -164,8 +171,11 @@ class DepthWorker:
 
     def queue_lengths(self) -> dict[str, int]:
         with self._cond:
-            return {"queries_waiting": len(self._queries), "image_pending": int(self._pending is not None),
-                    "frames_cached": len(self.cache)}  # fmt: skip
+            return {
+                "queries_waiting": len(self._queries),
+                "image_pending": int(self._pending is not None),
+                "frames_cached": len(self.cache),
+            }
 
     # --- lifecycle --------------------------------------------------------------------------------
 

@@ -30,8 +30,9 @@ def vary_decoder(model: SPDModel, x: torch.Tensor, log_std: float = 0.5, seed: i
     return model
 
 
-def random_model(encoder: str = "convnextv2_atto", size: tuple[int, int] = (64, 96), seed: int = 0,
-                 log_std: float = 0.5, **cfg) -> SPDModel:  # fmt: skip
+def random_model(
+    encoder: str = "convnextv2_atto", size: tuple[int, int] = (64, 96), seed: int = 0, log_std: float = 0.5, **cfg
+) -> SPDModel:
     """A real timm ConvNeXt V2 SPDModel with random weights and varied depth (eval mode)."""
     torch.manual_seed(seed)
     model = SPDModel(ModelConfig(encoder=encoder, **cfg)).eval()

@@ -29,8 +29,15 @@ def fresh_domain_id() -> int:
 class NodeProcess:
     """spd_node started from its console script with config/spd.yaml (as the launch file does)."""
 
-    def __init__(self, checkpoint: Path, domain_id: int, log_dir: Path, namespace: str = "",
-                 remaps: dict[str, str] | None = None, **params) -> None:  # fmt: skip
+    def __init__(
+        self,
+        checkpoint: Path,
+        domain_id: int,
+        log_dir: Path,
+        namespace: str = "",
+        remaps: dict[str, str] | None = None,
+        **params,
+    ) -> None:
         self.log = log_dir / f"spd_node_{domain_id}.log"
         self.cmd = node_command(checkpoint, namespace=namespace, device="cpu", extra_params=params, remaps=remaps)
         self.proc = subprocess.Popen(
@@ -78,8 +85,13 @@ class RosHarness:
         self.node = rclpy.create_node("spd_test", namespace="/" + namespace.strip("/"), context=self.ctx)
         self.remaps = dict(remaps or {})
         qos = QoSProfile(depth=100)
-        types = {"image": Image, "image/compressed": CompressedImage, "camera_info": CameraInfo,
-                 "queries": PolygonStamped, "query_points": PointCloud2}  # fmt: skip
+        types = {
+            "image": Image,
+            "image/compressed": CompressedImage,
+            "camera_info": CameraInfo,
+            "queries": PolygonStamped,
+            "query_points": PointCloud2,
+        }
         self.pub = {name: self.node.create_publisher(t, self.topic(name), qos) for name, t in types.items()}
         self.answers: queue.Queue = queue.Queue()
         self.diag: queue.Queue = queue.Queue()

@@ -43,8 +43,13 @@ def test_quick_report_is_well_formed(quick_report: tuple[dict, str]) -> None:
         assert r["query"]["median_ms"] > 0 and r["dense_lookup"]["median_ms"] > 0
         assert r["ratio"] == pytest.approx(r["query"]["median_ms"] / r["dense_lookup"]["median_ms"])
     assert {"measured_k", "interp_k", "fit_k"} <= set(run["crossover"])
-    for heading in ("## MACs per module", "### convnextv2_tiny at 416×544", "### convnextv2_tiny at 480×640",
-                    "| component | measured | plan §11 |", "| K | query ms | dense + lookup ms |"):  # fmt: skip
+    for heading in (
+        "## MACs per module",
+        "### convnextv2_tiny at 416×544",
+        "### convnextv2_tiny at 480×640",
+        "| component | measured | plan §11 |",
+        "| K | query ms | dense + lookup ms |",
+    ):
         assert heading in md
     assert md.count("\n| fpn |") == 2 and "\n| 64 |" in md
 
@@ -114,8 +119,9 @@ def test_crossover_from_measurements() -> None:
         (["--repeats", "0"], "--repeats"),
     ],
 )
-def test_bad_arguments_give_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path,
-                                                capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+def test_bad_arguments_give_one_line_and_exit_2(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     with pytest.raises(SystemExit) as e:
         sys.exit(main(["--quick", "--macs-only", "--out", str(tmp_path / "o"), *args]))
     assert e.value.code == 2

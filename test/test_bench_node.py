@@ -20,8 +20,22 @@ def test_node_round_trip_answers_like_the_predictor(tmp_path: Path, monkeypatch:
     monkeypatch.setenv("ROS_DOMAIN_ID", domain)  # restored after the test; the bench sets it for rclpy
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     out = tmp_path / "node"
-    args = ["--encoder", "convnextv2_atto", "--size", "64x96", "--ks", "1,16",
-            "--queries", "5", "--device", "cpu", "--threads", "1", "--out", str(out)]  # fmt: skip
+    args = [
+        "--encoder",
+        "convnextv2_atto",
+        "--size",
+        "64x96",
+        "--ks",
+        "1,16",
+        "--queries",
+        "5",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     node = json.loads((out / "bench.json").read_text())["node"]
     assert "error" not in node, node.get("error")
@@ -36,8 +50,9 @@ def test_node_round_trip_answers_like_the_predictor(tmp_path: Path, monkeypatch:
     assert "## Node round trip" in (out / "bench.md").read_text()
 
 
-def test_node_bench_refuses_a_domain_where_another_node_answers(tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_node_bench_refuses_a_domain_where_another_node_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Another publisher of depth_points on the benchmark's domain (a stray spd_node) would have its
     answers taken for the node's: the benchmark stops with an error naming it instead of measuring."""
     pytest.importorskip("rclpy")
@@ -49,14 +64,30 @@ def test_node_bench_refuses_a_domain_where_another_node_answers(tmp_path: Path,
     monkeypatch.setenv("SPD_BENCH_DOMAIN_ID", domain)
     monkeypatch.setenv("ROS_DOMAIN_ID", domain)
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    stray = ("import time, rclpy; from sensor_msgs.msg import PointCloud2; rclpy.init(); "
-             "n = rclpy.create_node('stray'); p = n.create_publisher(PointCloud2, 'depth_points', 10); "
-             "time.sleep(120)")  # fmt: skip
+    stray = (
+        "import time, rclpy; from sensor_msgs.msg import PointCloud2; rclpy.init(); "
+        "n = rclpy.create_node('stray'); p = n.create_publisher(PointCloud2, 'depth_points', 10); "
+        "time.sleep(120)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", stray], env=local_ros_env(int(domain)))
     try:
         out = tmp_path / "node"
-        args = ["--encoder", "convnextv2_atto", "--size", "64x96", "--ks", "1",
-                "--queries", "2", "--device", "cpu", "--threads", "1", "--out", str(out)]  # fmt: skip
+        args = [
+            "--encoder",
+            "convnextv2_atto",
+            "--size",
+            "64x96",
+            "--ks",
+            "1",
+            "--queries",
+            "2",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ]
         main(args)
         node = json.loads((out / "bench.json").read_text())["node"]
     finally:

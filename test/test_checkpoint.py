@@ -27,8 +27,7 @@ def model() -> SPDModel:
 def ckpt_path(model: SPDModel, tmp_path: Path) -> Path:
     path = tmp_path / "model.pt"
     meta = {"data": "synthetic", "metrics": {"abs_rel": 0.12}, "epoch": 3}
-    save_checkpoint(path, make_checkpoint(model, train_focal=259.4, input_size=(64, 96), max_depth=8.0,
-                                          metadata=meta))  # fmt: skip
+    save_checkpoint(path, make_checkpoint(model, train_focal=259.4, input_size=(64, 96), max_depth=8.0, metadata=meta))
     return path
 
 

@@ -24,9 +24,11 @@ def _msg(arr: np.ndarray, encoding: str, pad: int = 0) -> Image:
 def test_colour_encodings(pad: int) -> None:
     alpha = np.full((7, 5, 1), 9, np.uint8)
     cases = {
-        "rgb8": RGB, "bgr8": RGB[:, :, ::-1], "rgba8": np.concatenate([RGB, alpha], 2),
+        "rgb8": RGB,
+        "bgr8": RGB[:, :, ::-1],
+        "rgba8": np.concatenate([RGB, alpha], 2),
         "bgra8": np.concatenate([RGB[:, :, ::-1], alpha], 2),
-    }  # fmt: skip
+    }
     for enc, arr in cases.items():
         assert np.array_equal(conv.image_to_numpy(_msg(np.ascontiguousarray(arr), enc, pad)), RGB), enc
     mono = RGB[:, :, 0].copy()

@@ -29,9 +29,11 @@ def _tree(root: Path) -> dict:
         Image.fromarray(depth_mm).save(base / "sync_depth_00045.png")
         out[scene] = (rgb, depth_mm)
     train = root / "nyudepthv2_train_files_with_gt.txt"
-    train.write_text("/kitchen_0028b/rgb_00045.jpg /kitchen_0028b/sync_depth_00045.png 518.8579\n"
-                     "/kitchen_0028b/rgb_00046.jpg None 518.8579\n"
-                     "/kitchen_0028b/rgb_00045.jpg /kitchen_0028b/sync_depth_00045.png 500.0\n")  # fmt: skip
+    train.write_text(
+        "/kitchen_0028b/rgb_00045.jpg /kitchen_0028b/sync_depth_00045.png 518.8579\n"
+        "/kitchen_0028b/rgb_00046.jpg None 518.8579\n"
+        "/kitchen_0028b/rgb_00045.jpg /kitchen_0028b/sync_depth_00045.png 500.0\n"
+    )
     test = root / "nyudepthv2_test_files_with_gt.txt"
     test.write_text("bathroom/rgb_00045.jpg bathroom/sync_depth_00045.png 518.8579\n\n")
     out["train"], out["test"] = train, test
@@ -78,8 +80,10 @@ def test_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"data_root .*missing is not a directory"):
         NYUDepthV2(tmp_path / "missing", t["train"])
     bad = tmp_path / "bad.txt"
-    bad.write_text("/kitchen_0028b/rgb_00045.jpg /kitchen_0028b/sync_depth_00045.png 518.8579\n"
-                   "/kitchen_0028b/rgb_00099.jpg /kitchen_0028b/sync_depth_00099.png 518.8579\n")  # fmt: skip
+    bad.write_text(
+        "/kitchen_0028b/rgb_00045.jpg /kitchen_0028b/sync_depth_00045.png 518.8579\n"
+        "/kitchen_0028b/rgb_00099.jpg /kitchen_0028b/sync_depth_00099.png 518.8579\n"
+    )
     ds = NYUDepthV2(root, bad)  # the first entry exists: construction is fine
     with pytest.raises(DataError, match=r"kitchen_0028b/rgb_00099\.jpg not found") as e:
         ds[1]
@@ -87,8 +91,11 @@ def test_errors_name_the_file(tmp_path: Path) -> None:
     bad.write_text("bathroom/rgb_00045.jpg bathroom/sync_depth_00045.png 518.8579\n")
     with pytest.raises(DataError, match=r"sync/bathroom/rgb_00045\.jpg not found"):
         NYUDepthV2(root, bad)  # wrong data_root for this list: caught at construction
-    for text, err in (("just_one_column.jpg\n", "expected 'rgb depth focal'"), ("a.jpg b.png f518\n", "not a number"),
-                      ("a.jpg None 518.8\n", "no samples with depth")):  # fmt: skip
+    for text, err in (
+        ("just_one_column.jpg\n", "expected 'rgb depth focal'"),
+        ("a.jpg b.png f518\n", "not a number"),
+        ("a.jpg None 518.8\n", "no samples with depth"),
+    ):
         bad.write_text(text)
         with pytest.raises(DataError, match=err):
             NYUDepthV2(root, bad)

@@ -33,8 +33,16 @@ def _one_line(e: pytest.ExceptionInfo) -> str:
 )
 def test_round_trip(tmp_path: Path, storage: str, encoding: str, compressed: bool | str) -> None:
     n = 3
-    bag = write_synthetic_bag(tmp_path / "bag", n, seed=2, size=SIZE, storage=storage, depth_encoding=encoding,
-                              compressed=compressed, rate_hz=20.0)  # fmt: skip
+    bag = write_synthetic_bag(
+        tmp_path / "bag",
+        n,
+        seed=2,
+        size=SIZE,
+        storage=storage,
+        depth_encoding=encoding,
+        compressed=compressed,
+        rate_hz=20.0,
+    )
     files = {p.suffix for p in bag.iterdir()}
     assert (".mcap" if storage == "mcap" else ".db3") in files and "metadata.yaml" in {p.name for p in bag.iterdir()}
     ds = RosbagRGBD(bag, color_topic=COLOR + ("/compressed" if compressed else ""), depth_topic=DEPTH, info_topic=INFO)
@@ -57,8 +65,9 @@ def test_round_trip(tmp_path: Path, storage: str, encoding: str, compressed: boo
 
 
 def test_header_stamps_frame_id_and_queries(tmp_path: Path) -> None:
-    bag = write_synthetic_bag(tmp_path / "q", 4, size=SIZE, storage="mcap", rate_hz=10.0, queries_topic="/kp",
-                              n_queries=7)  # fmt: skip
+    bag = write_synthetic_bag(
+        tmp_path / "q", 4, size=SIZE, storage="mcap", rate_hz=10.0, queries_topic="/kp", n_queries=7
+    )
     with AnyReader([bag], default_typestore=TS) as reader:
         by_topic: dict[str, list] = {}
         for conn, _, raw in reader.messages():
@@ -73,8 +82,12 @@ def test_header_stamps_frame_id_and_queries(tmp_path: Path) -> None:
     assert by_topic[DEPTH][0].encoding == "16UC1" and by_topic[COLOR][0].encoding == "rgb8"
 
 
-def _write(path: Path, color: list[tuple[int, np.ndarray, str]], depth: list[tuple[int, np.ndarray, str]],
-           color_topic: str = COLOR) -> Path:  # fmt: skip
+def _write(
+    path: Path,
+    color: list[tuple[int, np.ndarray, str]],
+    depth: list[tuple[int, np.ndarray, str]],
+    color_topic: str = COLOR,
+) -> Path:
     """A bag of explicit (stamp offset ms, array, encoding) colour and depth Images."""
     with Writer(path, version=9) as w:
         cc = w.add_connection(color_topic, IMAGE, typestore=TS)
@@ -113,8 +126,13 @@ def test_colour_encodings_and_32fc1_invalid_values(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 255, (4, 6, 3), dtype=np.uint8)
     alpha = np.full((4, 6, 1), 9, np.uint8)
-    variants = {"rgb8": rgb, "bgr8": rgb[:, :, ::-1], "rgba8": np.concatenate([rgb, alpha], 2),
-                "bgra8": np.concatenate([rgb[:, :, ::-1], alpha], 2), "mono8": rgb[:, :, 0]}  # fmt: skip
+    variants = {
+        "rgb8": rgb,
+        "bgr8": rgb[:, :, ::-1],
+        "rgba8": np.concatenate([rgb, alpha], 2),
+        "bgra8": np.concatenate([rgb[:, :, ::-1], alpha], 2),
+        "mono8": rgb[:, :, 0],
+    }
     d = np.array([[1.5, np.nan, np.inf, -1.0, 0.0, 2.25]] * 4, np.float32)
     for enc, arr in variants.items():
         bag = _write(tmp_path / enc, [(0.0, arr, enc)], [(0.0, d, "32FC1")])
@@ -156,8 +174,9 @@ def test_errors_are_one_clear_line(tmp_path: Path) -> None:
     with pytest.raises(DataError) as e:
         RosbagRGBD(bag, COLOR, DEPTH, info_topic=None)
     assert "no camera_info" in _one_line(e) and "default_focal" in str(e.value)
-    yuv = _write(tmp_path / "yuv", [(0.0, np.zeros((4, 8), np.uint8), "yuv422")], [(0.0, np.ones((4, 4), np.uint16),
-                 "16UC1")])  # fmt: skip
+    yuv = _write(
+        tmp_path / "yuv", [(0.0, np.zeros((4, 8), np.uint8), "yuv422")], [(0.0, np.ones((4, 4), np.uint16), "16UC1")]
+    )
     with pytest.raises(DataError) as e:
         RosbagRGBD(yuv, COLOR, DEPTH, default_focal=1.0)
     assert f"colour topic {COLOR} has encoding yuv422; supported: rgb8" in _one_line(e)
@@ -177,8 +196,9 @@ def test_errors_are_one_clear_line(tmp_path: Path) -> None:
     with pytest.raises(DataError) as e:
         RosbagRGBD(tmp_path / "garbage.mcap", COLOR, DEPTH)
     assert "cannot read bag" in _one_line(e)
-    far = _write(tmp_path / "far", [(0.0, np.zeros((4, 6, 3), np.uint8), "rgb8")], [(500.0, np.ones((4, 6), np.uint16),
-                 "16UC1")])  # fmt: skip
+    far = _write(
+        tmp_path / "far", [(0.0, np.zeros((4, 6, 3), np.uint8), "rgb8")], [(500.0, np.ones((4, 6), np.uint16), "16UC1")]
+    )
     with pytest.raises(DataError, match=r"no colour/depth pair .* within tolerance_s=0\.02"):
         RosbagRGBD(far, COLOR, DEPTH, default_focal=1.0)
     with pytest.raises(DataError, match="exists"):

@@ -14,8 +14,9 @@ SIZE = (96, 128)
 GREY = Texture(0, 0.5, (0.5, 0.5, 0.5), (0.9, 0.9, 0.9))
 
 
-def _empty_room(cam_h: float, half_w: float, height: float, back: float, yaw: float = 0.0, pitch: float = 0.0,
-                objects: tuple = ()) -> Scene:  # fmt: skip
+def _empty_room(
+    cam_h: float, half_w: float, height: float, back: float, yaw: float = 0.0, pitch: float = 0.0, objects: tuple = ()
+) -> Scene:
     room = Room((-half_w, 0.0, -3.0), (half_w, height, back))
     return Scene(room, objects, (GREY,) * (6 + len(objects)), (0.0, cam_h, 0.0), yaw, pitch, (0.0, height - 0.2, 1.0))
 

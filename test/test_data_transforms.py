@@ -54,8 +54,12 @@ def test_crop_is_a_window_within_bounds() -> None:
     seen = set()
     for seed in range(12):
         out = _plain(seed=seed)(s)["depth"][0].numpy()
-        hits = [(y, x) for y in range(SIZE[0] - CROP[0] + 1) for x in range(SIZE[1] - CROP[1] + 1)
-                if np.array_equal(d[y : y + CROP[0], x : x + CROP[1]], out)]  # fmt: skip
+        hits = [
+            (y, x)
+            for y in range(SIZE[0] - CROP[0] + 1)
+            for x in range(SIZE[1] - CROP[1] + 1)
+            if np.array_equal(d[y : y + CROP[0], x : x + CROP[1]], out)
+        ]
         assert hits, f"seed {seed}: the crop is no window of the input"
         seen.add(hits[0])
     assert len(seen) > 3  # the offset is random

@@ -87,8 +87,24 @@ def test_eval_cli_writes_table_csv_json_and_figures(ckpt_path, tmp_path, capsys)
 
 def test_eval_cli_explicit_dataset(ckpt_path, tmp_path, capsys) -> None:
     out = tmp_path / "e2"
-    rc = main([str(ckpt_path), "--dataset", "synthetic", "--data", "n=2", "seed=9", "size=[64,96]",
-               "--out", str(out), "--figures", "0", "--no-progress", "--eigen-crop", "on"])  # fmt: skip
+    rc = main(
+        [
+            str(ckpt_path),
+            "--dataset",
+            "synthetic",
+            "--data",
+            "n=2",
+            "seed=9",
+            "size=[64,96]",
+            "--out",
+            str(out),
+            "--figures",
+            "0",
+            "--no-progress",
+            "--eigen-crop",
+            "on",
+        ]
+    )
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_images"] == 2 and summary["eigen_crop"] is True and summary["dataset"]["size"] == [64, 96]
@@ -110,8 +126,21 @@ def test_eval_cli_on_nyu_layout_uses_eigen_crop(ckpt_path, tmp_path, capsys) -> 
         lines.append(f"room/rgb_{i:05d}.png room/sync_depth_{i:05d}.png 518.8579")
     (tmp_path / "test.txt").write_text("\n".join(lines) + "\n")
     out = tmp_path / "e"
-    rc = main([str(ckpt_path), "--dataset", "nyu", "--data", f"data_root={root}", f"filelist={tmp_path / 'test.txt'}",
-               "--out", str(out), "--figures", "1", "--no-progress"])  # fmt: skip
+    rc = main(
+        [
+            str(ckpt_path),
+            "--dataset",
+            "nyu",
+            "--data",
+            f"data_root={root}",
+            f"filelist={tmp_path / 'test.txt'}",
+            "--out",
+            str(out),
+            "--figures",
+            "1",
+            "--no-progress",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["eigen_crop"] is True and summary["n_images"] == 2

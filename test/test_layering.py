@@ -35,3 +35,18 @@ def test_no_core_module_is_missing_from_the_graph() -> None:
     root = Path(spd_core.__file__).parent
     units = {p.stem for p in root.glob("*.py")} | {p.name for p in root.iterdir() if (p / "__init__.py").exists()}
     assert units - {"_layering"} <= set(_layering.LAYERS)
+
+
+def test_ruff_check_and_format_are_clean() -> None:
+    """The house style is ruff's (lint with C901, and its formatter); CI fails on a drift."""
+    import shutil
+    import subprocess
+    import sys
+
+    ruff = Path(sys.executable).with_name("ruff")
+    exe = str(ruff) if ruff.exists() else shutil.which("ruff")
+    assert exe, "ruff is a dev dependency (pip install -e '.[dev]')"
+    root = Path(spd_core.__file__).parent.parent
+    for args in (["check", "."], ["format", "--check", "."]):
+        done = subprocess.run([exe, *args], cwd=root, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr

@@ -41,8 +41,15 @@ def test_global_path_macs_match_plan(tiny: SPDModel) -> None:
 
 def exact_path_macs(c1: int, dim: int = 64, head: int = 32) -> int:
     """MACs of the window execution from the window table: out positions × Cin × Cout × k²."""
-    conv = {"s8_1": (dim, dim), "s8_2": (dim, dim), "m1": (dim, dim), "m2": (dim, dim),
-            "u1": (dim, dim), "u2": (dim, dim), "f": (dim, head)}  # fmt: skip
+    conv = {
+        "s8_1": (dim, dim),
+        "s8_2": (dim, dim),
+        "m1": (dim, dim),
+        "m2": (dim, dim),
+        "u1": (dim, dim),
+        "u2": (dim, dim),
+        "f": (dim, head),
+    }
     macs = sum(WINDOW[k] ** 2 * cin * cout * 9 for k, (cin, cout) in conv.items())
     return macs + WINDOW["merge"] ** 2 * c1 * dim + WINDOW["f"] ** 2 * head  # proj_l1, dense_head
 

@@ -22,9 +22,21 @@ def bilinear(depth: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
 def query_points(h: int, w: int, b: int, n_random: int = 200, seed: int = 0) -> torch.Tensor:
     """Corners, every border (integer and sub-pixel), interior integers, random sub-pixel: [B,K,2]."""
     g = torch.Generator().manual_seed(seed)
-    fixed = [(0, 0), (w - 1, 0), (0, h - 1), (w - 1, h - 1),  # corners
-             (w - 1.5, h - 1.25), (0.25, h - 1), (w - 1, 0.75), (0.5, 0.5),  # sub-pixel at borders
-             (1, 1), (w - 2, h - 2), (7, 3), (w // 2, h // 2), (w // 2 + 0.5, h // 2 - 0.5)]  # fmt: skip
+    fixed = [
+        (0, 0),
+        (w - 1, 0),
+        (0, h - 1),
+        (w - 1, h - 1),  # corners
+        (w - 1.5, h - 1.25),
+        (0.25, h - 1),
+        (w - 1, 0.75),
+        (0.5, 0.5),  # sub-pixel at borders
+        (1, 1),
+        (w - 2, h - 2),
+        (7, 3),
+        (w // 2, h // 2),
+        (w // 2 + 0.5, h // 2 - 0.5),
+    ]
     edges = []
     for t in torch.linspace(0, 1, 9).tolist():
         edges += [(t * (w - 1), 0), (t * (w - 1), h - 1), (0, t * (h - 1)), (w - 1, t * (h - 1))]
@@ -84,8 +96,20 @@ def test_outside_and_non_finite_queries_are_nan(atto: SPDModel) -> None:
     h, w = 64, 96
     with torch.no_grad():
         feats = atto.encode(torch.randn(1, 3, h, w))
-        uv = torch.tensor([[[-0.01, 5], [w - 1 + 1e-3, 5], [5, -1], [5, h], [float("nan"), 3],
-                            [3, float("inf")], [0, 0], [w - 1, h - 1]]])  # fmt: skip
+        uv = torch.tensor(
+            [
+                [
+                    [-0.01, 5],
+                    [w - 1 + 1e-3, 5],
+                    [5, -1],
+                    [5, h],
+                    [float("nan"), 3],
+                    [3, float("inf")],
+                    [0, 0],
+                    [w - 1, h - 1],
+                ]
+            ]
+        )
         q = atto.query(feats, uv)[0]
     assert torch.isnan(q[:6]).all()
     assert torch.isfinite(q[6:]).all() and (q[6:] > 0).all()

@@ -93,8 +93,13 @@ def test_trainer_uses_a_local_pretrained_encoder_at_a_tenth_of_the_lr(tmp_path: 
     src = timm.create_model("convnextv2_atto", pretrained=False)
     path = tmp_path / "atto.pth"
     torch.save(src.state_dict(), path)
-    overrides = [*TINY, f"encoder_weights={path}", "optim.lr=1e-4", "optim.encoder_lr_mult=0.1",
-                 f"train.output_dir={tmp_path / 'o'}"]  # fmt: skip
+    overrides = [
+        *TINY,
+        f"encoder_weights={path}",
+        "optim.lr=1e-4",
+        "optim.encoder_lr_mult=0.1",
+        f"train.output_dir={tmp_path / 'o'}",
+    ]
     trainer = Trainer(load_config(None, overrides))
     enc = trainer.model.encoder.state_dict()
     assert torch.equal(enc["stem_0.weight"], src.state_dict()["stem.0.weight"])
@@ -121,8 +126,11 @@ def test_resume_follows_the_uninterrupted_trajectory(tmp_path: Path) -> None:
     ckpt = load_checkpoint(first["last"])
     st = ckpt.metadata["train_state"]
     assert (st["step"], st["epoch"], st["step_in_epoch"]) == (3, 0, 3)
-    resumed_trainer = Trainer(load_config(None, [*TINY, "train.max_steps=6", f"train.output_dir={tmp_path / 'c'}",
-                                                 f"train.resume={first['last']}"]))  # fmt: skip
+    resumed_trainer = Trainer(
+        load_config(
+            None, [*TINY, "train.max_steps=6", f"train.output_dir={tmp_path / 'c'}", f"train.resume={first['last']}"]
+        )
+    )
     assert resumed_trainer.step == 3
     resumed = resumed_trainer.fit()
     assert len(straight["losses"]) == len(resumed["losses"]) == 6
@@ -144,13 +152,30 @@ def test_short_training_lowers_val_silog_and_checkpoint_evaluates(tmp_path: Path
     the 8 training scenes without augmentation: the check is that the whole pipeline learns."""
     out = tmp_path / "run"
     scenes = "{type: synthetic, n: 8, seed: 0, size: [64, 96]}"
-    rc = train_main([
-        "--config", SYNTH_YAML, f"train.output_dir={out}", "train.device=cpu", "train.progress=false",
-        f"data.train={scenes}", f"data.val={scenes}", "data.input_size=[64,96]", "data.crop=[64,96]",
-        "data.batch_size=4", "data.flip=false", "data.rotate_deg=0", "data.color_jitter=false",
-        "train.epochs=25", "train.val_at_start=true", "train.val_every_epochs=25",
-        "optim.lr=1e-3", "optim.encoder_lr_mult=0.5", "optim.warmup_steps=3", "optim.poly_power=0.5",
-    ])  # fmt: skip
+    rc = train_main(
+        [
+            "--config",
+            SYNTH_YAML,
+            f"train.output_dir={out}",
+            "train.device=cpu",
+            "train.progress=false",
+            f"data.train={scenes}",
+            f"data.val={scenes}",
+            "data.input_size=[64,96]",
+            "data.crop=[64,96]",
+            "data.batch_size=4",
+            "data.flip=false",
+            "data.rotate_deg=0",
+            "data.color_jitter=false",
+            "train.epochs=25",
+            "train.val_at_start=true",
+            "train.val_every_epochs=25",
+            "optim.lr=1e-3",
+            "optim.encoder_lr_mult=0.5",
+            "optim.warmup_steps=3",
+            "optim.poly_power=0.5",
+        ]
+    )
     assert rc == 0
     stdout = capsys.readouterr().out
     assert f"checkpoint: {out / 'last.pt'} (best: {out / 'best.pt'})" in stdout and "silog" in stdout
@@ -189,15 +214,29 @@ def test_train_and_eval_from_a_rosbag(tmp_path: Path, capsys) -> None:
     spec = f"{{type: rosbag, path: {bag}, color_topic: /camera/color/image_raw, {topics}}}"
     tiny = [o for o in TINY if not o.startswith("data.train=")]
     out = tmp_path / "run"
-    assert train_main([*tiny, f"data.train={spec}", f"data.val={spec}", "train.max_steps=2",
-                       f"train.output_dir={out}"]) == 0  # fmt: skip
+    assert (
+        train_main([*tiny, f"data.train={spec}", f"data.val={spec}", "train.max_steps=2", f"train.output_dir={out}"])
+        == 0
+    )
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt.train_focal == pytest.approx(518.8579 * 96 / 640, rel=1e-4)  # from the bag's CameraInfo
     assert ckpt.metadata["data"]["train"]["type"] == "rosbag" and ckpt.metadata["metrics"]["dense"]
     capsys.readouterr()
-    rc = eval_main([str(out / "last.pt"), "--dataset", "rosbag", "--data", f"path={bag}",
-                    "info_topic=/camera/color/camera_info", "--out", str(tmp_path / "e"), "--figures", "0",
-                    "--no-progress"])  # fmt: skip
+    rc = eval_main(
+        [
+            str(out / "last.pt"),
+            "--dataset",
+            "rosbag",
+            "--data",
+            f"path={bag}",
+            "info_topic=/camera/color/camera_info",
+            "--out",
+            str(tmp_path / "e"),
+            "--figures",
+            "0",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     summary = json.loads((tmp_path / "e" / "summary.json").read_text())
     assert summary["n_images"] == 4
@@ -212,9 +251,22 @@ def _free_port() -> int:
 
 def test_ddp_two_cpu_processes_write_a_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "spd_core.train.cli", *TINY, "train.max_steps=3",
-           f"train.output_dir={out}"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "spd_core.train.cli",
+        *TINY,
+        "train.max_steps=3",
+        f"train.output_dir={out}",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -191,8 +191,13 @@ def test_dense_map_only_when_wanted(predictor) -> None:
     answers: queue.Queue = queue.Queue()
     dense: list = []
     wanted = [False]
-    w = DepthWorker(predictor, answers.put, settings=WorkerSettings(publish_dense=True),
-                    on_dense=lambda h, d: dense.append(h), dense_wanted=lambda: wanted[0])  # fmt: skip
+    w = DepthWorker(
+        predictor,
+        answers.put,
+        settings=WorkerSettings(publish_dense=True),
+        on_dense=lambda h, d: dense.append(h),
+        dense_wanted=lambda: wanted[0],
+    )
     w.start()
     try:
         for stamp in (1, 2):

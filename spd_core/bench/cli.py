@@ -74,13 +74,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ks", type=parse_ks, default=None, help="query counts (default 1,16,64,128,256,512,1024)")
     p.add_argument("--repeats", type=int, default=None, help="timed runs per figure, median reported (default 5)")
     p.add_argument("--warmup", type=int, default=None, help="untimed runs before timing (default 1)")
-    p.add_argument("--channels-last", choices=("off", "on", "both"), default="off",
-                   help="memory format of model and input; 'both' times each (default off)")  # fmt: skip
-    p.add_argument("--chunk", type=int, default=0,
-                   help=f"queries per batched window pass of SPDModel.query (0 = the device default {QUERY_CHUNK})")
-    p.add_argument("--macs-sizes", type=lambda s: [parse_size(v) for v in s.split(",")],
-                   default=[(416, 544), (480, 640)],
-                   help="sizes of the MACs tables (default 416x544,480x640)")  # fmt: skip
+    p.add_argument(
+        "--channels-last",
+        choices=("off", "on", "both"),
+        default="off",
+        help="memory format of model and input; 'both' times each (default off)",
+    )
+    p.add_argument(
+        "--chunk",
+        type=int,
+        default=0,
+        help=f"queries per batched window pass of SPDModel.query (0 = the device default {QUERY_CHUNK})",
+    )
+    p.add_argument(
+        "--macs-sizes",
+        type=lambda s: [parse_size(v) for v in s.split(",")],
+        default=[(416, 544), (480, 640)],
+        help="sizes of the MACs tables (default 416x544,480x640)",
+    )
     p.add_argument("--macs-encoder", default=PLAN_ENCODER, help="encoder of the MACs tables (default: the plan's)")
     p.add_argument("--macs-only", action="store_true", help="MACs tables only, no timing")
     p.add_argument("--quick", action="store_true", help="atto, 64x96, K 1,16,64, 2 repeats (for tests)")
@@ -120,8 +131,11 @@ def environment() -> dict[str, Any]:
     except OSError:
         pass
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    return {"machine": f"{cpu}, {os.cpu_count()} cores" + (f", {gpu}" if gpu else ""), "torch": torch.__version__,
-            "loadavg_before": loadavg()}  # fmt: skip
+    return {
+        "machine": f"{cpu}, {os.cpu_count()} cores" + (f", {gpu}" if gpu else ""),
+        "torch": torch.__version__,
+        "loadavg_before": loadavg(),
+    }
 
 
 def loadavg() -> str:
@@ -143,9 +157,17 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     if not args.macs_only:
         layouts = {"off": (False,), "on": (True,), "both": (False, True)}[args.channels_last]
         for cl in layouts:
-            cfg = TimingConfig(encoder=args.encoder, size=args.size, ks=args.ks, device=args.device,
-                               precision=args.precision, repeats=args.repeats, warmup=args.warmup,
-                               channels_last=cl, chunk=args.chunk)  # fmt: skip
+            cfg = TimingConfig(
+                encoder=args.encoder,
+                size=args.size,
+                ks=args.ks,
+                device=args.device,
+                precision=args.precision,
+                repeats=args.repeats,
+                warmup=args.warmup,
+                channels_last=cl,
+                chunk=args.chunk,
+            )
             report["timing"].append(run_timing(cfg))
     report["environment"]["loadavg_after"] = loadavg()
     return report

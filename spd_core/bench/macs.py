@@ -97,14 +97,16 @@ def mac_rows(macs: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for comp in ("encoder", "fpn", "local_dense", "per_query", "dpt_decoder", "dpt_head"):
         plan = plan_figure(comp, size) if macs["encoder"] == PLAN_ENCODER else None
-        rows.append({
-            "component": comp,
-            "measured": t[comp],
-            "plan": plan,
-            "ratio": t[comp] / plan if plan else None,
-            "scaled_224": t["encoder_224"] * area_224 if comp == "encoder" else None,
-            "note": PLAN_NOTES.get(comp, ""),
-        })  # fmt: skip
+        rows.append(
+            {
+                "component": comp,
+                "measured": t[comp],
+                "plan": plan,
+                "ratio": t[comp] / plan if plan else None,
+                "scaled_224": t["encoder_224"] * area_224 if comp == "encoder" else None,
+                "note": PLAN_NOTES.get(comp, ""),
+            }
+        )
     return rows
 
 

@@ -24,17 +24,26 @@ def macs_markdown(tables: list[dict[str, Any]]) -> list[str]:
     lines = ["## MACs per module (counted with torch.utils.flop_counter; 1 MAC = 2 FLOPs)", ""]
     for t in tables:
         h, w = t["size"]
-        lines += [f"### {t['encoder']} at {h}×{w}", "",
-                  "| component | measured | plan §11 | measured / plan | encoder@224² × area | note |",
-                  "|---|---:|---:|---:|---:|---|"]  # fmt: skip
+        lines += [
+            f"### {t['encoder']} at {h}×{w}",
+            "",
+            "| component | measured | plan §11 | measured / plan | encoder@224² × area | note |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
         for r in t["rows"]:
             ratio = "—" if r["ratio"] is None else f"{r['ratio']:.2f}"
-            lines.append(f"| {r['component']} | {_m(r['measured'])} | {_m(r['plan'])} | {ratio} "
-                         f"| {_m(r['scaled_224'])} | {r['note']} |")  # fmt: skip
+            lines.append(
+                f"| {r['component']} | {_m(r['measured'])} | {_m(r['plan'])} | {ratio} "
+                f"| {_m(r['scaled_224'])} | {r['note']} |"
+            )
         c = t["crossovers"]
-        lines += ["", f"MACs crossover K (FPN + K × per-query = dense): vs local dense {c['vs_local_dense']:.0f}, "
-                  f"vs full DPT decoder {c['vs_dpt_decoder']:.0f} (plan with 7.4M/query: "
-                  f"{c['plan_vs_dpt_decoder']:.0f}).", ""]  # fmt: skip
+        lines += [
+            "",
+            f"MACs crossover K (FPN + K × per-query = dense): vs local dense {c['vs_local_dense']:.0f}, "
+            f"vs full DPT decoder {c['vs_dpt_decoder']:.0f} (plan with 7.4M/query: "
+            f"{c['plan_vs_dpt_decoder']:.0f}).",
+            "",
+        ]
         if h != 416 or w != 544:
             lines += ["Plan figures at this size are the 416×544 figures scaled by image area.", ""]
     return lines
@@ -44,29 +53,49 @@ def timing_markdown(run: dict[str, Any]) -> list[str]:
     h, w = run["size"]
     layout = "channels_last" if run["channels_last"] else "contiguous"
     p = run["phases"]
-    lines = [f"### {run['encoder']} {h}×{w}, {run['device']}, {run['precision']}, {layout}, "
-             f"{run['threads']} threads, query chunk {run['query_chunk']}, "
-             f"median of {run['repeats']} after {run['warmup']} warm-up", "",
-             "| phase | median ms | min ms | max ms | peak mem MiB |", "|---|---:|---:|---:|---:|"]  # fmt: skip
-    names = {"encode": "encode (encoder + FPN)", "fpn": "FPN alone", "decode_dense": "decode_dense",
-             "dpt_decoder": "full DPT-D64 decoder + head"}  # fmt: skip
+    lines = [
+        f"### {run['encoder']} {h}×{w}, {run['device']}, {run['precision']}, {layout}, "
+        f"{run['threads']} threads, query chunk {run['query_chunk']}, "
+        f"median of {run['repeats']} after {run['warmup']} warm-up",
+        "",
+        "| phase | median ms | min ms | max ms | peak mem MiB |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    names = {
+        "encode": "encode (encoder + FPN)",
+        "fpn": "FPN alone",
+        "decode_dense": "decode_dense",
+        "dpt_decoder": "full DPT-D64 decoder + head",
+    }
     for key, label in names.items():
         r = p[key]
-        lines.append(f"| {label} | {_ms(r['median_ms'])} | {_ms(r['min_ms'])} | {_ms(r['max_ms'])} "
-                     f"| {_mib(r['peak_mem_bytes'])} |")  # fmt: skip
-    lines += ["", "| K | query ms | dense + lookup ms | sparse / dense | query peak MiB | dense peak MiB "
-              "| FPN + query vs DPT |", "|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        lines.append(
+            f"| {label} | {_ms(r['median_ms'])} | {_ms(r['min_ms'])} | {_ms(r['max_ms'])} "
+            f"| {_mib(r['peak_mem_bytes'])} |"
+        )
+    lines += [
+        "",
+        "| K | query ms | dense + lookup ms | sparse / dense | query peak MiB | dense peak MiB | FPN + query vs DPT |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in run["per_k"]:
         q, d = r["query"], r["dense_lookup"]
         vs_dpt = (p["fpn"]["median_ms"] + q["median_ms"]) / p["dpt_decoder"]["median_ms"]
-        lines.append(f"| {r['k']} | {_ms(q['median_ms'])} | {_ms(d['median_ms'])} | {r['ratio']:.3f} "
-                     f"| {_mib(q['peak_mem_bytes'])} | {_mib(d['peak_mem_bytes'])} | {vs_dpt:.3f} |")  # fmt: skip
+        lines.append(
+            f"| {r['k']} | {_ms(q['median_ms'])} | {_ms(d['median_ms'])} | {r['ratio']:.3f} "
+            f"| {_mib(q['peak_mem_bytes'])} | {_mib(d['peak_mem_bytes'])} | {vs_dpt:.3f} |"
+        )
     c = run["crossover"]
     measured = f"K={c['measured_k']}" if c["measured_k"] is not None else "none (sparse faster at every K)"
     interp = "" if c.get("interp_k") is None else f", interpolated K≈{c['interp_k']:.0f}"
     fit = "—" if c["fit_k"] is None else f"{c['fit_k']:.0f}"
-    lines += ["", f"Crossover (sparse no faster than dense + lookup): first measured {measured}{interp}; "
-              f"linear fit of query time in K: K≈{fit}.", f"Peak memory: {run['memory_method']}.", ""]  # fmt: skip
+    lines += [
+        "",
+        f"Crossover (sparse no faster than dense + lookup): first measured {measured}{interp}; "
+        f"linear fit of query time in K: K≈{fit}.",
+        f"Peak memory: {run['memory_method']}.",
+        "",
+    ]
     return lines
 
 
@@ -74,17 +103,21 @@ def node_markdown(node: dict[str, Any]) -> list[str]:
     lines = ["## Node round trip (spd_node over Fast DDS, localhost)", ""]
     if "error" in node:
         return [*lines, f"Not measured: {node['error']}", ""]
-    lines += ["| K | round trip p50 ms | p90 ms | p99 ms | model.query p50 ms | overhead p50 ms | target ms "
-              "| model paced p50 ms | overhead vs paced ms | node compute p50 ms | ROS path p50 ms | lost "
-              "| max rel diff vs predictor |",
-              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines += [
+        "| K | round trip p50 ms | p90 ms | p99 ms | model.query p50 ms | overhead p50 ms | target ms "
+        "| model paced p50 ms | overhead vs paced ms | node compute p50 ms | ROS path p50 ms | lost "
+        "| max rel diff vs predictor |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in node["per_k"]:
         rtt, diff = r["rtt_ms"], r["max_rel_diff_vs_predictor"]
-        lines.append(f"| {r['k']} | {_ms(rtt['p50'])} | {_ms(rtt['p90'])} | {_ms(rtt['p99'])} "
-                     f"| {_ms(r['model_ms']['p50'])} | {_ms(r['overhead_p50_ms'])} | {_ms(r['target_ms'])} "
-                     f"| {_ms(r['model_paced_ms']['p50'])} | {_ms(r['overhead_vs_paced_p50_ms'])} "
-                     f"| {_ms(r['node_compute_p50_ms'])} | {_ms(r['ros_path_p50_ms'])} "
-                     f"| {r['lost']} | {'—' if diff is None else f'{diff:.1e}'} |")  # fmt: skip
+        lines.append(
+            f"| {r['k']} | {_ms(rtt['p50'])} | {_ms(rtt['p90'])} | {_ms(rtt['p99'])} "
+            f"| {_ms(r['model_ms']['p50'])} | {_ms(r['overhead_p50_ms'])} | {_ms(r['target_ms'])} "
+            f"| {_ms(r['model_paced_ms']['p50'])} | {_ms(r['overhead_vs_paced_p50_ms'])} "
+            f"| {_ms(r['node_compute_p50_ms'])} | {_ms(r['ros_path_p50_ms'])} "
+            f"| {r['lost']} | {'—' if diff is None else f'{diff:.1e}'} |"
+        )
     lines += ["", node.get("note", ""), ""]
     return lines
 
@@ -92,9 +125,14 @@ def node_markdown(node: dict[str, Any]) -> list[str]:
 def to_markdown(report: dict[str, Any]) -> str:
     """The whole report as Markdown."""
     env = report["environment"]
-    lines = ["# spd-bench report", "",
-             f"Command: `{report['command']}`  ", f"Machine: {env['machine']}; torch {env['torch']}; "
-             f"load average before {env['loadavg_before']}, after {env.get('loadavg_after', '—')}.", ""]  # fmt: skip
+    lines = [
+        "# spd-bench report",
+        "",
+        f"Command: `{report['command']}`  ",
+        f"Machine: {env['machine']}; torch {env['torch']}; "
+        f"load average before {env['loadavg_before']}, after {env.get('loadavg_after', '—')}.",
+        "",
+    ]
     lines += macs_markdown(report["macs"])
     if report.get("timing"):
         lines += ["## Wall time (same process, same run)", ""]

@@ -21,6 +21,8 @@ def check_sample(s: Sample) -> Sample:
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
         raise DataError(f"{s.get('name')}: image must be uint8 [H,W,3], got {img.dtype} {img.shape}")
     if depth.shape != img.shape[:2]:
-        raise DataError(f"{s.get('name')}: depth {depth.shape} and image {img.shape[:2]} differ in size; "
-                        "use depth aligned to the colour camera")  # fmt: skip
+        raise DataError(
+            f"{s.get('name')}: depth {depth.shape} and image {img.shape[:2]} differ in size; "
+            "use depth aligned to the colour camera"
+        )
     return s

@@ -29,8 +29,9 @@ class ImageFormatError(ValueError):
     """An image payload that cannot be decoded; the message says why."""
 
 
-def image_array(data: bytes | memoryview | np.ndarray, height: int, width: int, step: int, encoding: str,
-                is_bigendian: bool = False) -> np.ndarray:  # fmt: skip
+def image_array(
+    data: bytes | memoryview | np.ndarray, height: int, width: int, step: int, encoding: str, is_bigendian: bool = False
+) -> np.ndarray:
     """Raw image payload -> array [H,W] or [H,W,C] of the encoding's dtype (zero copy when possible).
 
     Row padding (``step`` > width · pixel size) is skipped.

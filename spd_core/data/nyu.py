@@ -56,8 +56,14 @@ def read_filelist(path: str | os.PathLike) -> list[tuple[str, str, float]]:
 class NYUDepthV2(torch.utils.data.Dataset):
     """NYU Depth V2 samples (see module doc); ``transform`` is applied to the sample dict."""
 
-    def __init__(self, data_root: str | os.PathLike, filelist: str | os.PathLike, transform=None,
-                 depth_scale: float = 1000.0, gt_root: str | os.PathLike | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        data_root: str | os.PathLike,
+        filelist: str | os.PathLike,
+        transform=None,
+        depth_scale: float = 1000.0,
+        gt_root: str | os.PathLike | None = None,
+    ) -> None:
         self.root = Path(data_root)
         self.gt_root = Path(gt_root) if gt_root else self.root
         for name, d in (("data_root", self.root), ("gt_root", self.gt_root)):
@@ -87,8 +93,9 @@ class NYUDepthV2(torch.utils.data.Dataset):
             raise DataError(f"NYU depth {depth_path} has mode {dimg.mode}; need a 16-bit PNG in millimetres")
         depth = np.asarray(dimg, dtype=np.float32) / self.depth_scale
         depth[~np.isfinite(depth) | (depth < 0)] = 0.0
-        s = check_sample({"image": image, "depth": depth, "focal": self.entries[i][2],
-                          "name": self.entries[i][0].lstrip("/")})  # fmt: skip
+        s = check_sample(
+            {"image": image, "depth": depth, "focal": self.entries[i][2], "name": self.entries[i][0].lstrip("/")}
+        )
         return self.transform(s) if self.transform else s
 
 

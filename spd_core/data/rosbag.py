@@ -77,9 +77,16 @@ class RosbagRGBD(torch.utils.data.Dataset):
     :meth:`iter_frames` streams all frames in one pass over the bag.
     """
 
-    def __init__(self, path: str | os.PathLike, color_topic: str = "/camera/color/image_raw",
-                 depth_topic: str = "/camera/aligned_depth_to_color/image_raw", info_topic: str | None = None,
-                 tolerance_s: float = 0.02, transform=None, default_focal: float | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        color_topic: str = "/camera/color/image_raw",
+        depth_topic: str = "/camera/aligned_depth_to_color/image_raw",
+        info_topic: str | None = None,
+        tolerance_s: float = 0.02,
+        transform=None,
+        default_focal: float | None = None,
+    ) -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise DataError(f"bag {self.path} not found; give a rosbag2 directory or .mcap/.db3 file")
@@ -134,8 +141,9 @@ class RosbagRGBD(torch.utils.data.Dataset):
         if conn.topic == self.depth_topic and msg.encoding not in DEPTH_ENCODINGS:
             raise DataError(f"depth topic {self.depth_topic} has encoding {msg.encoding}; need 16UC1 or 32FC1")
         if conn.topic == self.color_topic and conn.msgtype == IMAGE and msg.encoding not in COLOR_ENCODINGS:
-            raise DataError(f"colour topic {self.color_topic} has encoding {msg.encoding}; "
-                            f"supported: {', '.join(COLOR_ENCODINGS)}")  # fmt: skip
+            raise DataError(
+                f"colour topic {self.color_topic} has encoding {msg.encoding}; supported: {', '.join(COLOR_ENCODINGS)}"
+            )
 
     def _index(self, reader: Any) -> None:
         """Header stamps and bag times of every colour / depth message; match pairs; intrinsics."""
@@ -154,8 +162,10 @@ class RosbagRGBD(torch.utils.data.Dataset):
                 checked.add(conn.topic)
             (color if conn.topic == self.color_topic else depth).append((stamp_ns(msg.header), t_bag))
         if not color or not depth:
-            raise DataError(f"bag {self.path} has {len(color)} colour and {len(depth)} depth messages "
-                            f"on {self.color_topic} / {self.depth_topic}; need both")  # fmt: skip
+            raise DataError(
+                f"bag {self.path} has {len(color)} colour and {len(depth)} depth messages "
+                f"on {self.color_topic} / {self.depth_topic}; need both"
+            )
         depth.sort()
         dstamps = [s for s, _ in depth]
         tol = round(self.tolerance_s * 1e9)
@@ -165,13 +175,16 @@ class RosbagRGBD(torch.utils.data.Dataset):
             if abs(dstamps[j] - stamp) <= tol:
                 self.frames.append(Frame(stamp, t_bag, depth[j][1], dstamps[j]))
         if not self.frames:
-            raise DataError(f"no colour/depth pair of bag {self.path} within tolerance_s={self.tolerance_s}; "
-                            "raise the tolerance or check the topics")  # fmt: skip
+            raise DataError(
+                f"no colour/depth pair of bag {self.path} within tolerance_s={self.tolerance_s}; "
+                "raise the tolerance or check the topics"
+            )
         infos.sort(key=lambda x: x[0])
         self._info_stamps, self._info_k = [s for s, _ in infos], [k for _, k in infos]
         if not infos and self.default_focal is None:
-            raise DataError(f"bag {self.path}: no camera_info (info_topic={self.info_topic}) and no default_focal; "
-                            "give one of them")  # fmt: skip
+            raise DataError(
+                f"bag {self.path}: no camera_info (info_topic={self.info_topic}) and no default_focal; give one of them"
+            )
         log.info("bag %s: %d colour, %d depth, %d matched frames", self.path, len(color), len(depth), len(self.frames))
 
     @property
@@ -207,8 +220,16 @@ class RosbagRGBD(torch.utils.data.Dataset):
         focal = float(k[0, 0]) if k is not None and k[0, 0] > 0 else self.default_focal
         if focal is None:
             raise DataError(f"bag {self.path} frame {i}: camera_info has fx=0 and no default_focal is set")
-        s = check_sample({"image": image, "depth": depth, "focal": float(focal), "name": f"{self.path.name}_{i:06d}",
-                          "stamp_ns": stamp, **({"K": k.copy()} if k is not None else {})})  # fmt: skip
+        s = check_sample(
+            {
+                "image": image,
+                "depth": depth,
+                "focal": float(focal),
+                "name": f"{self.path.name}_{i:06d}",
+                "stamp_ns": stamp,
+                **({"K": k.copy()} if k is not None else {}),
+            }
+        )
         return self.transform(s) if transform and self.transform else s
 
     def __getitem__(self, i: int) -> Sample:
@@ -217,8 +238,12 @@ class RosbagRGBD(torch.utils.data.Dataset):
         i %= len(self.frames)
         f = self.frames[i]
         self._open()  # (re)binds the connections of this process's reader
-        return self._sample(i, self._read(self._color, f.color_time, f.stamp),
-                            self._read(self._depth, f.depth_time, f.depth_stamp), transform=True)  # fmt: skip
+        return self._sample(
+            i,
+            self._read(self._color, f.color_time, f.stamp),
+            self._read(self._depth, f.depth_time, f.depth_stamp),
+            transform=True,
+        )
 
     def iter_frames(self, transform: bool = False) -> Iterator[Sample]:
         """All frames in order (the samples of ``self[i]``), reading the bag once: for evaluators that

@@ -28,8 +28,15 @@ def image_msg(ts: Any, stamp: int, arr: np.ndarray, encoding: str) -> Any:
     """rosbags Image message of an [H,W] or [H,W,C] array (little endian, no row padding)."""
     arr = np.ascontiguousarray(arr)
     h, w = arr.shape[:2]
-    return ts.types[IMAGE](header=header(ts, stamp), height=h, width=w, encoding=encoding, is_bigendian=0,
-                           step=arr.strides[0], data=arr.reshape(-1).view(np.uint8))  # fmt: skip
+    return ts.types[IMAGE](
+        header=header(ts, stamp),
+        height=h,
+        width=w,
+        encoding=encoding,
+        is_bigendian=0,
+        step=arr.strides[0],
+        data=arr.reshape(-1).view(np.uint8),
+    )
 
 
 def compressed_msg(ts: Any, stamp: int, rgb: np.ndarray, fmt: str) -> Any:
@@ -44,9 +51,19 @@ def camera_info_msg(ts: Any, stamp: int, k: np.ndarray, size: tuple[int, int]) -
     p = np.zeros((3, 4))
     p[:, :3] = k
     roi = t["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
-    return t[CAMERA_INFO](header=header(ts, stamp), height=size[0], width=size[1], distortion_model="plumb_bob",
-                          d=np.zeros(5), k=np.asarray(k, np.float64).reshape(-1), r=np.eye(3).reshape(-1),
-                          p=p.reshape(-1), binning_x=0, binning_y=0, roi=roi)  # fmt: skip
+    return t[CAMERA_INFO](
+        header=header(ts, stamp),
+        height=size[0],
+        width=size[1],
+        distortion_model="plumb_bob",
+        d=np.zeros(5),
+        k=np.asarray(k, np.float64).reshape(-1),
+        r=np.eye(3).reshape(-1),
+        p=p.reshape(-1),
+        binning_x=0,
+        binning_y=0,
+        roi=roi,
+    )
 
 
 def polygon_msg(ts: Any, stamp: int, uv: np.ndarray) -> Any:
@@ -56,13 +73,21 @@ def polygon_msg(ts: Any, stamp: int, uv: np.ndarray) -> Any:
     return t[POLYGON_STAMPED](header=header(ts, stamp), polygon=t["geometry_msgs/msg/Polygon"](points=pts))
 
 
-def write_synthetic_bag(path: str | os.PathLike, n_frames: int, seed: int = 0, size: tuple[int, int] = (480, 640),
-                        storage: str = "sqlite3", rate_hz: float = 10.0,
-                        color_topic: str = "/camera/color/image_raw",
-                        depth_topic: str = "/camera/aligned_depth_to_color/image_raw",
-                        info_topic: str | None = "/camera/color/camera_info", depth_encoding: str = "16UC1",
-                        compressed: bool | str = False, queries_topic: str | None = None,
-                        n_queries: int = 0) -> Path:  # fmt: skip
+def write_synthetic_bag(
+    path: str | os.PathLike,
+    n_frames: int,
+    seed: int = 0,
+    size: tuple[int, int] = (480, 640),
+    storage: str = "sqlite3",
+    rate_hz: float = 10.0,
+    color_topic: str = "/camera/color/image_raw",
+    depth_topic: str = "/camera/aligned_depth_to_color/image_raw",
+    info_topic: str | None = "/camera/color/camera_info",
+    depth_encoding: str = "16UC1",
+    compressed: bool | str = False,
+    queries_topic: str | None = None,
+    n_queries: int = 0,
+) -> Path:
     """Write ``n_frames`` synthetic RGB-D frames (``render_scene(seed * 100003 + i, size)``) as a rosbag2.
 
     Colour: Image rgb8 on ``color_topic``, or with ``compressed`` (True = "png", or "jpeg") a
@@ -92,8 +117,9 @@ def write_synthetic_bag(path: str | os.PathLike, n_frames: int, seed: int = 0, s
     rng = np.random.default_rng(seed)
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
     with Writer(path, version=9, storage_plugin=plugin) as writer:
-        c_color = writer.add_connection(color_topic + ("/compressed" if fmt else ""), COMPRESSED if fmt else IMAGE,
-                                        typestore=ts)  # fmt: skip
+        c_color = writer.add_connection(
+            color_topic + ("/compressed" if fmt else ""), COMPRESSED if fmt else IMAGE, typestore=ts
+        )
         c_depth = writer.add_connection(depth_topic, IMAGE, typestore=ts)
         c_info = writer.add_connection(info_topic, CAMERA_INFO, typestore=ts) if info_topic else None
         c_query = writer.add_connection(queries_topic, POLYGON_STAMPED, typestore=ts) if queries_topic else None

@@ -146,8 +146,11 @@ class Cylinder:
     def normal(self, p: Arrays) -> Arrays:
         cap = p[1] > self.top - 1e-4
         inv_r, zero = np.float32(1.0 / self.r), np.float32(0.0)
-        return (np.where(cap, zero, (p[0] - self.cx) * inv_r), cap.astype(np.float32),
-                np.where(cap, zero, (p[2] - self.cz) * inv_r))  # fmt: skip
+        return (
+            np.where(cap, zero, (p[0] - self.cx) * inv_r),
+            cap.astype(np.float32),
+            np.where(cap, zero, (p[2] - self.cz) * inv_r),
+        )
 
 
 Shape = Box | Sphere | Cylinder

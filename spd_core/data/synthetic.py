@@ -63,8 +63,12 @@ def _vec(a) -> Vec:
 
 
 def _texture(rng: np.random.Generator, lo: float, hi: float) -> Texture:
-    return Texture(int(rng.integers(0, 3)), float(rng.uniform(lo, hi)), _vec(rng.uniform(0.1, 1.0, 3)),
-                   _vec(rng.uniform(0.1, 1.0, 3)))  # fmt: skip
+    return Texture(
+        int(rng.integers(0, 3)),
+        float(rng.uniform(lo, hi)),
+        _vec(rng.uniform(0.1, 1.0, 3)),
+        _vec(rng.uniform(0.1, 1.0, 3)),
+    )
 
 
 def random_scene(rng: np.random.Generator) -> Scene:

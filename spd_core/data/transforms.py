@@ -22,9 +22,12 @@ _STD = np.array(IMAGENET_STD, np.float32)
 def to_tensors(rgb01: np.ndarray, depth: np.ndarray, focal: float, name: str) -> dict:
     """RGB [H,W,3] in [0,1] + depth [H,W] -> the collate-friendly tensor dict (module doc)."""
     img = (rgb01 - _MEAN) / _STD
-    return {"image": torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1), np.float32)),
-            "depth": torch.from_numpy(np.ascontiguousarray(depth, np.float32))[None],
-            "focal": torch.tensor(float(focal), dtype=torch.float32), "name": name}  # fmt: skip
+    return {
+        "image": torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1), np.float32)),
+        "depth": torch.from_numpy(np.ascontiguousarray(depth, np.float32))[None],
+        "focal": torch.tensor(float(focal), dtype=torch.float32),
+        "name": name,
+    }
 
 
 def rotate(image: np.ndarray, depth: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
@@ -49,10 +52,17 @@ class TrainTransform:
     from (``seed``, the worker's torch seed), so workers never repeat each other's stream.
     """
 
-    def __init__(self, crop: tuple[int, int] = (416, 544), rotate_deg: float = 2.5, flip: bool = True,
-                 gamma: tuple[float, float] = (0.9, 1.1), brightness: tuple[float, float] = (0.75, 1.25),
-                 color: tuple[float, float] = (0.9, 1.1), seed: int | None = None,
-                 color_jitter: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        crop: tuple[int, int] = (416, 544),
+        rotate_deg: float = 2.5,
+        flip: bool = True,
+        gamma: tuple[float, float] = (0.9, 1.1),
+        brightness: tuple[float, float] = (0.75, 1.25),
+        color: tuple[float, float] = (0.9, 1.1),
+        seed: int | None = None,
+        color_jitter: bool = True,
+    ) -> None:
         if len(crop) != 2 or min(crop) < 1:
             raise DataError(f"crop must be (height, width) >= 1, got {crop}")
         self.crop, self.rotate_deg, self.flip = (int(crop[0]), int(crop[1])), float(rotate_deg), bool(flip)
@@ -108,6 +118,7 @@ class EvalTransform:
     def __call__(self, s: Sample) -> dict:
         out = to_tensors(s["image"].astype(np.float32) / 255.0, s["depth"], s["focal"], s.get("name", ""))
         if self.size and tuple(out["image"].shape[-2:]) != self.size:
-            out["image"] = F.interpolate(out["image"][None], size=self.size, mode="bilinear", align_corners=False,
-                                         antialias=True)[0]  # fmt: skip
+            out["image"] = F.interpolate(
+                out["image"][None], size=self.size, mode="bilinear", align_corners=False, antialias=True
+            )[0]
         return out

@@ -75,8 +75,9 @@ class ImageOutput:
     mask: np.ndarray
 
 
-def evaluate_image(predictor: DepthPredictor, sample: dict, index: int, k: int = DEFAULT_K, seed: int = 0,
-                   use_eigen_crop: bool = True) -> tuple[ImageResult, ImageOutput]:  # fmt: skip
+def evaluate_image(
+    predictor: DepthPredictor, sample: dict, index: int, k: int = DEFAULT_K, seed: int = 0, use_eigen_crop: bool = True
+) -> tuple[ImageResult, ImageOutput]:
     """Both protocols on one raw sample (uint8 image [H,W,3], depth [H,W] m, focal px)."""
     image, gt = np.asarray(sample["image"]), np.asarray(sample["depth"], np.float32)
     if image.shape[:2] != gt.shape:
@@ -98,9 +99,15 @@ def evaluate_image(predictor: DepthPredictor, sample: dict, index: int, k: int =
     return result, ImageOutput(pred, uv, q, mask)
 
 
-def evaluate_dataset(predictor: DepthPredictor, dataset: Any, k: int = DEFAULT_K, seed: int = 0,
-                     use_eigen_crop: bool = True, max_images: int | None = None,
-                     progress: bool = False) -> list[ImageResult]:  # fmt: skip
+def evaluate_dataset(
+    predictor: DepthPredictor,
+    dataset: Any,
+    k: int = DEFAULT_K,
+    seed: int = 0,
+    use_eigen_crop: bool = True,
+    max_images: int | None = None,
+    progress: bool = False,
+) -> list[ImageResult]:
     """Per-image results over (the first ``max_images`` of) a dataset of raw samples."""
     n = len(dataset) if max_images is None else min(len(dataset), max_images)
     return [
@@ -121,13 +128,24 @@ def write_csv(path: Path, results: Sequence[ImageResult]) -> None:
         w = csv.writer(f)
         w.writerow(cols)
         for r in results:
-            w.writerow([r.index, r.name, r.n_valid, r.n_query]
-                       + [r.dense[n] for n in METRIC_NAMES] + [r.sparse[n] for n in METRIC_NAMES])  # fmt: skip
+            w.writerow(
+                [r.index, r.name, r.n_valid, r.n_query]
+                + [r.dense[n] for n in METRIC_NAMES]
+                + [r.sparse[n] for n in METRIC_NAMES]
+            )
 
 
-def save_extremes(predictor: DepthPredictor, dataset: Any, results: Sequence[ImageResult], out_dir: Path,
-                  count: int, k: int, seed: int, use_eigen_crop: bool,
-                  metric: str = "abs_rel") -> list[Path]:  # fmt: skip
+def save_extremes(
+    predictor: DepthPredictor,
+    dataset: Any,
+    results: Sequence[ImageResult],
+    out_dir: Path,
+    count: int,
+    k: int,
+    seed: int,
+    use_eigen_crop: bool,
+    metric: str = "abs_rel",
+) -> list[Path]:
     """Figures of the ``count`` worst and best images by dense ``metric`` (re-run through the predictor)."""
     scored = sorted((r for r in results if math.isfinite(r.dense[metric])), key=lambda r: r.dense[metric])
     if not scored or count <= 0:
@@ -179,7 +197,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="override the checkpoint's size")
     p.add_argument("--no-focal-scaling", action="store_true", help="ignore the dataset focal length")
     p.add_argument("--no-progress", action="store_true")
-    return p  # fmt: skip
+    return p
 
 
 def _dataset_spec(args: argparse.Namespace, metadata: dict) -> dict:
@@ -203,9 +221,13 @@ def run(args: argparse.Namespace) -> dict:
     ckpt = load_checkpoint(args.checkpoint)
     device = resolve_device(args.device)
     predictor = DepthPredictor.from_model(
-        ckpt.build_model(device), ckpt, device, args.precision,
-        tuple(args.input_size) if args.input_size else None, not args.no_focal_scaling,
-    )  # fmt: skip
+        ckpt.build_model(device),
+        ckpt,
+        device,
+        args.precision,
+        tuple(args.input_size) if args.input_size else None,
+        not args.no_focal_scaling,
+    )
     spec = _dataset_spec(args, ckpt.metadata)
     dataset = build_dataset(spec, None, "--data")
     if len(dataset) == 0:

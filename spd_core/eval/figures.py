@@ -37,9 +37,15 @@ def depth_panel(image: np.ndarray, gt: np.ndarray, pred: np.ndarray) -> np.ndarr
     return np.concatenate([np.asarray(image, np.uint8), colorize(gt, lo, hi), colorize(pred, lo, hi)], axis=1)
 
 
-def save_eval_figure(path: str | os.PathLike, image: np.ndarray, gt: np.ndarray, pred: np.ndarray,
-                     uv: np.ndarray | None = None, title: str = "",
-                     valid: np.ndarray | None = None) -> None:  # fmt: skip
+def save_eval_figure(
+    path: str | os.PathLike,
+    image: np.ndarray,
+    gt: np.ndarray,
+    pred: np.ndarray,
+    uv: np.ndarray | None = None,
+    title: str = "",
+    valid: np.ndarray | None = None,
+) -> None:
     """PNG with RGB | GT | prediction | |pred − gt| (on ``valid`` GT pixels); ``uv`` [K,2] marked."""
     gt = np.asarray(gt, np.float32)
     pred = np.asarray(pred, np.float32)
@@ -54,9 +60,12 @@ def save_eval_figure(path: str | os.PathLike, image: np.ndarray, gt: np.ndarray,
         ("RGB", np.asarray(image), {}),
         ("ground truth [m]", np.where(gt > 0, gt, np.nan), {"cmap": "turbo", "vmin": lo, "vmax": hi}),
         ("prediction [m]", pred, {"cmap": "turbo", "vmin": lo, "vmax": hi}),
-        ("|error| [m]", err, {"cmap": "magma", "vmin": 0.0, "vmax": float(np.nanpercentile(err, 99))
-                               if np.isfinite(err).any() else 1.0}),
-    ]  # fmt: skip
+        (
+            "|error| [m]",
+            err,
+            {"cmap": "magma", "vmin": 0.0, "vmax": float(np.nanpercentile(err, 99)) if np.isfinite(err).any() else 1.0},
+        ),
+    ]
     for ax, (name, img, kw) in zip(axes, panels, strict=True):
         im = ax.imshow(img, interpolation="nearest", **kw)
         ax.set_title(name, fontsize=9)

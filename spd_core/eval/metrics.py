@@ -34,8 +34,9 @@ def eigen_crop(h: int, w: int) -> tuple[int, int, int, int]:
     return round(r0 * h / 480), round(r1 * h / 480), round(c0 * w / 640), round(c1 * w / 640)
 
 
-def valid_mask(gt: np.ndarray, use_eigen_crop: bool = True, min_depth: float = MIN_DEPTH,
-               max_depth: float = MAX_DEPTH) -> np.ndarray:  # fmt: skip
+def valid_mask(
+    gt: np.ndarray, use_eigen_crop: bool = True, min_depth: float = MIN_DEPTH, max_depth: float = MAX_DEPTH
+) -> np.ndarray:
     """Bool [H,W]: finite gt in (min_depth, max_depth], inside the Eigen crop when asked."""
     gt = np.asarray(gt)
     with np.errstate(invalid="ignore"):
@@ -48,8 +49,9 @@ def valid_mask(gt: np.ndarray, use_eigen_crop: bool = True, min_depth: float = M
     return mask
 
 
-def compute_errors(pred: np.ndarray, gt: np.ndarray, min_depth: float = MIN_DEPTH,
-                   max_depth: float = MAX_DEPTH) -> dict[str, float]:  # fmt: skip
+def compute_errors(
+    pred: np.ndarray, gt: np.ndarray, min_depth: float = MIN_DEPTH, max_depth: float = MAX_DEPTH
+) -> dict[str, float]:
     """All metrics between matching 1-D arrays of predicted and valid ground-truth depth.
 
     ``pred`` is clamped to [min_depth, max_depth] (NaN predictions count as min_depth); an empty

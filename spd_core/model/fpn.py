@@ -43,9 +43,7 @@ class FeatureFusionBlock(nn.Module):
         self.rcu2 = ResidualConvUnit(dim)
         self.out_conv = nn.Conv2d(dim, dim, kernel_size=1)
 
-    def forward(
-        self, x: torch.Tensor, size: tuple[int, int], skip: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, size: tuple[int, int], skip: torch.Tensor | None = None) -> torch.Tensor:
         if self.rcu1 is not None:
             if skip is None:
                 raise ValueError("this FeatureFusionBlock fuses a skip input; pass skip=")

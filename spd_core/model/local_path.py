@@ -37,10 +37,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-WINDOW = {"s8_in": 11, "s8_1": 9, "s8_2": 7, "merge": 10, "m1": 8, "m2": 6,
-          "u_in": 8, "u1": 6, "u2": 4, "f_in": 4, "f": 2}  # fmt: skip
-STRIDE = {"s8_in": 8, "s8_1": 8, "s8_2": 8, "merge": 4, "m1": 4, "m2": 4,
-          "u_in": 2, "u1": 2, "u2": 2, "f_in": 1, "f": 1}  # fmt: skip
+WINDOW = {
+    "s8_in": 11,
+    "s8_1": 9,
+    "s8_2": 7,
+    "merge": 10,
+    "m1": 8,
+    "m2": 6,
+    "u_in": 8,
+    "u1": 6,
+    "u2": 4,
+    "f_in": 4,
+    "f": 2,
+}
+STRIDE = {
+    "s8_in": 8,
+    "s8_1": 8,
+    "s8_2": 8,
+    "merge": 4,
+    "m1": 4,
+    "m2": 4,
+    "u_in": 2,
+    "u1": 2,
+    "u2": 2,
+    "f_in": 1,
+    "f": 1,
+}
 
 
 def window_origins(o1: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -48,8 +70,19 @@ def window_origins(o1: torch.Tensor) -> dict[str, torch.Tensor]:
     o2 = torch.div(o1 - 1, 2, rounding_mode="floor") - 1
     o4 = torch.div(o2 - 2, 2, rounding_mode="floor") - 1
     o8 = torch.div(o4 - 2, 2, rounding_mode="floor") - 1
-    return {"s8_in": o8 - 2, "s8_1": o8 - 1, "s8_2": o8, "merge": o4 - 2, "m1": o4 - 1, "m2": o4,
-            "u_in": o2 - 2, "u1": o2 - 1, "u2": o2, "f_in": o1 - 1, "f": o1}  # fmt: skip
+    return {
+        "s8_in": o8 - 2,
+        "s8_1": o8 - 1,
+        "s8_2": o8,
+        "merge": o4 - 2,
+        "m1": o4 - 1,
+        "m2": o4,
+        "u_in": o2 - 2,
+        "u1": o2 - 1,
+        "u2": o2,
+        "f_in": o1 - 1,
+        "f": o1,
+    }
 
 
 def upsample_source_index(
@@ -87,8 +120,10 @@ class AxisTable:
     index: torch.Tensor
     weight: torch.Tensor
 
-    INDEX_COLUMNS = (*((f"gather_{k}", WINDOW[k]) for k in GATHERED),
-                     *((f"{i}_{dst}", WINDOW[dst]) for _, dst in UPS for i in ("i0", "i1")))  # fmt: skip
+    INDEX_COLUMNS = (
+        *((f"gather_{k}", WINDOW[k]) for k in GATHERED),
+        *((f"{i}_{dst}", WINDOW[dst]) for _, dst in UPS for i in ("i0", "i1")),
+    )
     WEIGHT_COLUMNS = (*((f"inside_{k}", w) for k, w in WINDOW.items()), *((f"w1_{dst}", WINDOW[dst]) for _, dst in UPS))
     INDEX_WIDTHS = tuple(w for _, w in INDEX_COLUMNS)
     WEIGHT_WIDTHS = tuple(w for _, w in WEIGHT_COLUMNS)
@@ -112,8 +147,10 @@ class AxisTable:
         """Rows of the tables for output origins ``origin`` [N]: name -> [N, window] (index, weight)."""
         index = torch.split(self.index[origin], self.INDEX_WIDTHS, dim=1)
         weight = torch.split(self.weight[origin], self.WEIGHT_WIDTHS, dim=1)
-        return ({name: t for (name, _), t in zip(self.INDEX_COLUMNS, index, strict=True)},
-                {name: t for (name, _), t in zip(self.WEIGHT_COLUMNS, weight, strict=True)})  # fmt: skip
+        return (
+            {name: t for (name, _), t in zip(self.INDEX_COLUMNS, index, strict=True)},
+            {name: t for (name, _), t in zip(self.WEIGHT_COLUMNS, weight, strict=True)},
+        )
 
 
 class _DenseOps:
@@ -139,8 +176,9 @@ class _WindowOps:
     """Execute the local path on per-query windows [N,C,w,w] (N queries, one batch each), with the
     indices and weights of each query's rows and columns looked up in the image size's tables."""
 
-    def __init__(self, bidx: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor,
-                 tables: tuple[AxisTable, AxisTable]) -> None:  # fmt: skip
+    def __init__(
+        self, bidx: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, tables: tuple[AxisTable, AxisTable]
+    ) -> None:
         self.bidx = bidx
         (self.iy, self.wy), (self.ix, self.wx) = tables[0].lookup(oy), tables[1].lookup(ox)
         self._masks: dict[tuple[str, torch.dtype], torch.Tensor] = {}
@@ -175,8 +213,9 @@ class _WindowOps:
         return x.permute(0, 3, 1, 2)  # [N, rows, cols, C] -> [N,C,d,d]
 
     @staticmethod
-    def _lerp_lines(x: torch.Tensor, n: torch.Tensor, index: dict[str, torch.Tensor],
-                    weight: dict[str, torch.Tensor], dst: str) -> torch.Tensor:  # fmt: skip
+    def _lerp_lines(
+        x: torch.Tensor, n: torch.Tensor, index: dict[str, torch.Tensor], weight: dict[str, torch.Tensor], dst: str
+    ) -> torch.Tensor:
         """Lines of x [N,s,...] at the ``dst`` window's positions -> [N,d,...], zero outside the map."""
         w1 = weight[f"w1_{dst}"].to(x.dtype)[:, :, None, None]
         w0 = weight[f"inside_{dst}"].to(x.dtype)[:, :, None, None] - w1
@@ -186,8 +225,9 @@ class _WindowOps:
 class LocalPath(nn.Module):
     """stride_8_map + L1 -> log-depth, dense or at query windows (plan §6.3 layer names)."""
 
-    def __init__(self, l1_dim: int, s8_dim: int = 64, dim: int = 64, head_dim: int = 32,
-                 align_corners: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self, l1_dim: int, s8_dim: int = 64, dim: int = 64, head_dim: int = 32, align_corners: bool = False
+    ) -> None:
         super().__init__()
         self.align_corners = align_corners
         self._tables: dict[tuple, tuple[AxisTable, AxisTable]] = {}  # see axis_tables
@@ -222,8 +262,15 @@ class LocalPath(nn.Module):
         """Padded execution on full maps -> features [B,head_dim,H,W]."""
         return self._run(_DenseOps(self.align_corners), s8, l1)
 
-    def at_windows(self, s8: torch.Tensor, l1: torch.Tensor, bidx: torch.Tensor, oy: torch.Tensor,
-                   ox: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:  # fmt: skip
+    def at_windows(
+        self,
+        s8: torch.Tensor,
+        l1: torch.Tensor,
+        bidx: torch.Tensor,
+        oy: torch.Tensor,
+        ox: torch.Tensor,
+        image_size: tuple[int, int],
+    ) -> torch.Tensor:
         """Window execution -> features of the 2×2 output pixels at (oy, ox): [N,head_dim,2,2].
 
         ``bidx`` [N] batch index per query; ``oy``/``ox`` [N] output origins, already clamped

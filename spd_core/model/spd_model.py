@@ -142,8 +142,9 @@ class SPDModel(nn.Module):
             log_depth = self.dense_head(self.local.dense(feats.s8, feats.l1))
         return log_depth.float().exp()
 
-    def query(self, feats: FrameFeatures, uv: torch.Tensor, precision: str = "fp32",
-              chunk: int | None = None) -> torch.Tensor:  # fmt: skip
+    def query(
+        self, feats: FrameFeatures, uv: torch.Tensor, precision: str = "fp32", chunk: int | None = None
+    ) -> torch.Tensor:
         """Metric depth at pixels ``uv`` [B,K,2] (x right, y down, pixel centres at integers).
 
         Returns [B,K]: the bilinear sample of ``decode_dense(feats)`` at each query; NaN where

@@ -21,9 +21,16 @@ def valid_depth_mask(gt: torch.Tensor, min_depth: float = MIN_DEPTH, max_depth: 
     return torch.isfinite(gt) & (gt > min_depth) & (gt <= max_depth)
 
 
-def silog_loss(pred: torch.Tensor, gt: torch.Tensor, lam: float = DEFAULT_LAMBDA, scale: float = 10.0,
-               min_depth: float = MIN_DEPTH, max_depth: float = MAX_DEPTH,
-               mask: torch.Tensor | None = None, eps: float = 1e-8) -> torch.Tensor:  # fmt: skip
+def silog_loss(
+    pred: torch.Tensor,
+    gt: torch.Tensor,
+    lam: float = DEFAULT_LAMBDA,
+    scale: float = 10.0,
+    min_depth: float = MIN_DEPTH,
+    max_depth: float = MAX_DEPTH,
+    mask: torch.Tensor | None = None,
+    eps: float = 1e-8,
+) -> torch.Tensor:
     """Dense SILog between metric depth ``pred`` and ``gt`` (same shape, e.g. [B,1,H,W]).
 
     ``mask`` (optional, bool, same shape) further restricts the valid pixels. Returns a scalar;
@@ -45,8 +52,13 @@ def silog_loss(pred: torch.Tensor, gt: torch.Tensor, lam: float = DEFAULT_LAMBDA
 class SILogLoss(nn.Module):
     """Module form of :func:`silog_loss` with λ, scale and the valid depth range configured once."""
 
-    def __init__(self, lam: float = DEFAULT_LAMBDA, scale: float = 10.0, min_depth: float = MIN_DEPTH,
-                 max_depth: float = MAX_DEPTH) -> None:  # fmt: skip
+    def __init__(
+        self,
+        lam: float = DEFAULT_LAMBDA,
+        scale: float = 10.0,
+        min_depth: float = MIN_DEPTH,
+        max_depth: float = MAX_DEPTH,
+    ) -> None:
         super().__init__()
         if not 0.0 <= lam <= 1.0:
             raise ValueError(f"SILog lambda {lam} must be in [0, 1] (0.85 is the usual value)")

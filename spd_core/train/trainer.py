@@ -69,8 +69,9 @@ class Trainer:
         random.seed(run.seed)
         self.out_dir = Path(run.output_dir)
 
-        transform = TrainTransform(crop=tuple(d.crop), rotate_deg=d.rotate_deg, flip=d.flip,
-                                   color_jitter=d.color_jitter)  # fmt: skip
+        transform = TrainTransform(
+            crop=tuple(d.crop), rotate_deg=d.rotate_deg, flip=d.flip, color_jitter=d.color_jitter
+        )
         self.train_set = EpochSeededDataset(build_dataset(d.train, transform, "data.train"), run.seed)
         self.val_set = build_dataset(d.val, None, "data.val") if d.val else None
         self.sampler = ResumableSampler(self.train_set, self.dist.world_size, self.dist.rank, run.seed)
@@ -80,8 +81,14 @@ class Trainer:
                 f"data.train has {len(self.train_set)} images: fewer than data.batch_size={d.batch_size} "
                 f"x {self.dist.world_size} process(es); lower the batch size"
             )
-        self.loader = DataLoader(self.train_set, batch_size=d.batch_size, sampler=self.sampler, drop_last=True,
-                                 num_workers=d.num_workers, pin_memory=self.device.type == "cuda")  # fmt: skip
+        self.loader = DataLoader(
+            self.train_set,
+            batch_size=d.batch_size,
+            sampler=self.sampler,
+            drop_last=True,
+            num_workers=d.num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
         self.total_steps = run.epochs * self.steps_per_epoch
         self.input_size, self.train_focal = self._geometry()
 
@@ -172,8 +179,13 @@ class Trainer:
             self.train_set.set_epoch(self.epoch)
             self.sampler.skip = self.step_in_epoch * bs
             self.model.train()
-            bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, disable=not show,
-                       desc=f"epoch {self.epoch + 1}/{run.epochs}", dynamic_ncols=True)  # fmt: skip
+            bar = tqdm(
+                total=self.steps_per_epoch,
+                initial=self.step_in_epoch,
+                disable=not show,
+                desc=f"epoch {self.epoch + 1}/{run.epochs}",
+                dynamic_ncols=True,
+            )
             window: list[float] = []
             for batch in self.loader:
                 loss = self.train_step(batch)
@@ -204,8 +216,13 @@ class Trainer:
             self.writer.flush()
         last = self.out_dir / "last.pt"
         best = self.out_dir / "best.pt"
-        return {"last": last, "best": best if best.exists() else None, "step": self.step,
-                "losses": list(self.losses), "val": list(self.val_history)}  # fmt: skip
+        return {
+            "last": last,
+            "best": best if best.exists() else None,
+            "step": self.step,
+            "losses": list(self.losses),
+            "val": list(self.val_history),
+        }
 
     def _log_scalars(self, window: list[float]) -> None:
         mean = mean_across(sum(window) / max(1, len(window)), self.dist, self.device)
@@ -233,9 +250,14 @@ class Trainer:
             metrics = summarize(results)
             self.metrics = metrics
             self.val_history.append({"step": self.step, "epoch": self.epoch, **metrics})
-            log.info("step %d val: dense SILog %.3f AbsRel %.4f d1 %.3f | sparse SILog %.3f", self.step,
-                     metrics["dense"]["silog"], metrics["dense"]["abs_rel"], metrics["dense"]["d1"],
-                     metrics["sparse"]["silog"])  # fmt: skip
+            log.info(
+                "step %d val: dense SILog %.3f AbsRel %.4f d1 %.3f | sparse SILog %.3f",
+                self.step,
+                metrics["dense"]["silog"],
+                metrics["dense"]["abs_rel"],
+                metrics["dense"]["d1"],
+                metrics["sparse"]["silog"],
+            )
             if self.writer is not None:
                 self._log_val(metrics, predictor, eigen)
         self.model.train()
@@ -285,8 +307,13 @@ class Trainer:
                 "val_history": self.val_history,
                 "precision": self.precision,
             }
-            ckpt = make_checkpoint(self.model, train_focal=self.train_focal, input_size=self.input_size,
-                                   max_depth=self.cfg.loss.max_depth, metadata=meta)  # fmt: skip
+            ckpt = make_checkpoint(
+                self.model,
+                train_focal=self.train_focal,
+                input_size=self.input_size,
+                max_depth=self.cfg.loss.max_depth,
+                metadata=meta,
+            )
             save_checkpoint(self.out_dir / "last.pt", ckpt)
             if is_best:
                 save_checkpoint(self.out_dir / "best.pt", ckpt)
@@ -296,8 +323,10 @@ class Trainer:
         """Resume from a checkpoint written by :meth:`save` (weights, optimizer, schedule, RNG, position)."""
         ckpt = load_checkpoint(path)
         if ckpt.config != self.model.config:
-            raise ConfigError(f"resume checkpoint {path} has model {ckpt.config}, the config asks for "
-                              f"{self.model.config}; use the same model section")  # fmt: skip
+            raise ConfigError(
+                f"resume checkpoint {path} has model {ckpt.config}, the config asks for "
+                f"{self.model.config}; use the same model section"
+            )
         st = ckpt.metadata.get("train_state")
         if not isinstance(st, dict):
             raise CheckpointError(f"checkpoint {path} has no training state (not written by spd-train); cannot resume")
