@@ -11,24 +11,26 @@ import pytest
 from spd_ros.bench_node import main
 
 
-def test_node_round_trip_answers_like_the_predictor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """spd-bench-node: spd_node (child process, real Fast DDS on localhost, own domain) answers every
-    query of the benchmark, with the depths the in-process predictor gives for the same frame."""
-    pytest.importorskip("rclpy")
-    domain = str(150 + os.getpid() % 60)
+def bench_domain(monkeypatch: pytest.MonkeyPatch, offset: int) -> str:
+    """A domain of this test's own for the benchmark's node and client (restored after the test)."""
+    domain = str(150 + (os.getpid() + offset) % 60)
     monkeypatch.setenv("SPD_BENCH_DOMAIN_ID", domain)
-    monkeypatch.setenv("ROS_DOMAIN_ID", domain)  # restored after the test; the bench sets it for rclpy
+    monkeypatch.setenv("ROS_DOMAIN_ID", domain)
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    out = tmp_path / "node"
-    args = [
+    return domain
+
+
+def bench_args(ks: str, queries: int, out: Path) -> list[str]:
+    """A short spd-bench-node run: atto at 64x96 on one CPU thread."""
+    return [
         "--encoder",
         "convnextv2_atto",
         "--size",
         "64x96",
         "--ks",
-        "1,16",
+        ks,
         "--queries",
-        "5",
+        str(queries),
         "--device",
         "cpu",
         "--threads",
@@ -36,6 +38,15 @@ def test_node_round_trip_answers_like_the_predictor(tmp_path: Path, monkeypatch:
         "--out",
         str(out),
     ]
+
+
+def test_node_round_trip_answers_like_the_predictor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """spd-bench-node: spd_node (child process, real Fast DDS on localhost, own domain) answers every
+    query of the benchmark, with the depths the in-process predictor gives for the same frame."""
+    pytest.importorskip("rclpy")
+    domain = bench_domain(monkeypatch, 0)
+    out = tmp_path / "node"
+    args = bench_args("1,16", 5, out)
     assert main(args) == 0
     node = json.loads((out / "bench.json").read_text())["node"]
     assert "error" not in node, node.get("error")
@@ -60,10 +71,7 @@ def test_node_bench_refuses_a_domain_where_another_node_answers(
 
     from spd_ros.ros_env import local_ros_env
 
-    domain = str(150 + (os.getpid() + 31) % 60)
-    monkeypatch.setenv("SPD_BENCH_DOMAIN_ID", domain)
-    monkeypatch.setenv("ROS_DOMAIN_ID", domain)
-    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    domain = bench_domain(monkeypatch, 31)
     stray = (
         "import time, rclpy; from sensor_msgs.msg import PointCloud2; rclpy.init(); "
         "n = rclpy.create_node('stray'); p = n.create_publisher(PointCloud2, 'depth_points', 10); "
@@ -72,22 +80,7 @@ def test_node_bench_refuses_a_domain_where_another_node_answers(
     proc = subprocess.Popen([sys.executable, "-c", stray], env=local_ros_env(int(domain)))
     try:
         out = tmp_path / "node"
-        args = [
-            "--encoder",
-            "convnextv2_atto",
-            "--size",
-            "64x96",
-            "--ks",
-            "1",
-            "--queries",
-            "2",
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
-            "--out",
-            str(out),
-        ]
+        args = bench_args("1", 2, out)
         main(args)
         node = json.loads((out / "bench.json").read_text())["node"]
     finally:
