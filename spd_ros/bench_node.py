@@ -2,14 +2,12 @@
 
     spd-bench-node --device cpu --threads 2 --encoder convnextv2_atto --size 96x128 --ks 1,16,64,128
 
-
 Starts spd_node in a child process (random-weight checkpoint of the benchmark's encoder and
 size, ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``, its own ``ROS_DOMAIN_ID``), publishes one
 image, then PolygonStamped queries with that image's stamp, one at a time, and times publish
--> PointCloud2 on ``depth_points``. In the same run it times ``SPDModel.query`` on the same
-frame and points in this process: overhead = round trip − model time (target: ≤ 2 ms + 10 %
-of the model time). The node's own compute time, read from its ``/diagnostics`` second by second,
-splits off the ROS path (transport, executor, message conversion). Lives in spd_ros: spd_core
+-> PointCloud2 on ``depth_points``. In the same run it times ``SPDModel.query`` on the same frame
+and points in this process: overhead = round trip − model time (target: ≤ 2 ms + 10 % of it). The
+node's own compute time from its ``/diagnostics`` splits off the ROS path. Lives in spd_ros: spd_core
 never imports rclpy.
 """
 
