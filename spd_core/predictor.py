@@ -1,12 +1,14 @@
 """DepthPredictor: the one inference path of the node, evaluation and the demo.
 
-uint8 image (original size) -> resize + ImageNet normalisation -> encode once -> any number
-of queries in original-image pixels -> exact sparse metric depth, focal-scaled to the camera.
+uint8 image (original size, any aspect ratio) -> isotropic scale to the pixel budget + padding to
+multiples of 32 (:mod:`spd_core.preprocess`) -> encode once -> any number of queries in
+original-image pixels -> exact sparse metric depth, focal-scaled to the camera.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +18,7 @@ import torch.nn.functional as F
 from spd_core.device import check_precision, resolve_device
 from spd_core.model.checkpoint import Checkpoint, load_model
 from spd_core.model.spd_model import FrameFeatures, SPDModel
-from spd_core.preprocess import image_to_tensor, to_model_pixels
+from spd_core.preprocess import InputGeometry, fit_geometry, image_to_tensor, to_model_pixels
 
 log = logging.getLogger(__name__)
 
@@ -26,18 +28,28 @@ class Frame:
     """One encoded image: features plus what is needed to answer queries in its pixels."""
 
     features: FrameFeatures
-    image_size: tuple[int, int]  # (H, W) of the original image
+    geometry: InputGeometry  # original image -> network input
     depth_scale: float  # metric scale factor (fx·s / f_train), 1.0 when focal scaling is off
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of the original image."""
+        return self.geometry.image_size
 
 
 class DepthPredictor:
-    """Encode images once, answer depth queries in original-image pixel coordinates."""
+    """Encode images once, answer depth queries in original-image pixel coordinates.
+
+    ``pixel_budget``: pixels of the scaled image the network sees (the checkpoint's training area
+    by default); every image is scaled by one factor to about this many pixels, keeping its
+    aspect ratio.
+    """
 
     def __init__(
         self,
         model: SPDModel,
-        input_size: tuple[int, int],
         train_focal: float,
+        pixel_budget: int,
         device: str | torch.device = "cpu",
         precision: str = "fp32",
         focal_scaling: bool = True,
@@ -45,10 +57,12 @@ class DepthPredictor:
         self.device = torch.device(device)
         check_precision(precision, self.device)
         self.model = model.to(self.device).eval()
-        self.input_size = (int(input_size[0]), int(input_size[1]))
-        if self.input_size[0] % 32 or self.input_size[1] % 32:
-            raise ValueError(f"input_size {self.input_size} must be multiples of 32")
         self.train_focal = float(train_focal)
+        if not math.isfinite(self.train_focal) or self.train_focal <= 0:
+            raise ValueError(f"train_focal {train_focal} must be a finite focal length > 0 px")
+        self.pixel_budget = int(pixel_budget)
+        if self.pixel_budget < 1:
+            raise ValueError(f"pixel_budget {pixel_budget} must be >= 1")
         self.precision = precision
         self.focal_scaling = focal_scaling
 
@@ -58,13 +72,13 @@ class DepthPredictor:
         path: str,
         device: str = "auto",
         precision: str = "fp32",
-        input_size: tuple[int, int] | None = None,
+        pixel_budget: int | None = None,
         focal_scaling: bool = True,
     ) -> DepthPredictor:
         """Load ``path`` (raises CheckpointError with a clear line) onto ``device``."""
         dev = resolve_device(device)
         model, ckpt = load_model(path, dev)
-        return cls.from_model(model, ckpt, dev, precision, input_size, focal_scaling)
+        return cls.from_model(model, ckpt, dev, precision, pixel_budget, focal_scaling)
 
     @classmethod
     def from_model(
@@ -73,28 +87,31 @@ class DepthPredictor:
         ckpt: Checkpoint,
         device: str | torch.device = "cpu",
         precision: str = "fp32",
-        input_size: tuple[int, int] | None = None,
+        pixel_budget: int | None = None,
         focal_scaling: bool = True,
     ) -> DepthPredictor:
-        size = tuple(input_size) if input_size else tuple(ckpt.input_size)
-        return cls(model, size, ckpt.train_focal, device, precision, focal_scaling)
+        """``pixel_budget`` None (or 0): the checkpoint's training area, input_size H·W."""
+        budget = pixel_budget or ckpt.input_size[0] * ckpt.input_size[1]
+        return cls(model, ckpt.train_focal, budget, device, precision, focal_scaling)
 
-    def depth_scale(self, image_size: tuple[int, int], fx: float | None) -> float:
-        """Metric scale for a camera of focal ``fx`` px at ``image_size`` (DESIGN §3)."""
+    def geometry(self, image_size: tuple[int, int]) -> InputGeometry:
+        """Network-input geometry of an image of ``image_size`` (H, W)."""
+        return fit_geometry(image_size, self.pixel_budget)
+
+    def depth_scale(self, geometry: InputGeometry, fx: float | None) -> float:
+        """Metric scale ``fx·s / f_train`` for a camera of focal ``fx`` px (DESIGN §3); 1.0 when
+        focal scaling is off or ``fx`` is unknown."""
         if not self.focal_scaling or fx is None or not np.isfinite(fx) or fx <= 0:
             return 1.0
-        s = self.input_size[1] / image_size[1]
-        return float(fx) * s / self.train_focal
+        return float(fx) * geometry.scale / self.train_focal
 
     @torch.inference_mode()
     def encode(self, image: np.ndarray, fx: float | None = None) -> Frame:
         """Encode one image (uint8 RGB [H,W,3] or mono [H,W]); ``fx`` in original pixels."""
-        size = (int(image.shape[0]), int(image.shape[1]))
-        if size[0] < 2 or size[1] < 2:
-            raise ValueError(f"image {size[0]}x{size[1]} is too small (at least 2x2)")
-        x = image_to_tensor(image, self.input_size, self.device)
+        geometry = self.geometry((int(image.shape[0]), int(image.shape[1])))
+        x = image_to_tensor(image, geometry, self.device)
         feats = self.model.encode(x, self.precision)
-        return Frame(feats, size, self.depth_scale(size, fx))
+        return Frame(feats, geometry, self.depth_scale(geometry, fx))
 
     @torch.inference_mode()
     def query(self, frame: Frame, uv: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -102,14 +119,21 @@ class DepthPredictor:
         uv = np.asarray(uv.cpu() if isinstance(uv, torch.Tensor) else uv, dtype=np.float32).reshape(-1, 2)
         if uv.shape[0] == 0:
             return np.zeros(0, np.float32)
-        muv = torch.from_numpy(to_model_pixels(uv, frame.image_size, self.input_size)).to(self.device)
+        muv = torch.from_numpy(to_model_pixels(uv, frame.geometry)).to(self.device)
         d = self.model.query(frame.features, muv[None], self.precision)[0]
         return d.float().cpu().numpy() * np.float32(frame.depth_scale)
 
     @torch.inference_mode()
     def dense(self, frame: Frame) -> np.ndarray:
-        """Dense metric depth [H,W] at the original image size (debug output, evaluation)."""
+        """Dense metric depth [H,W] at the original image size: the network's dense map sampled
+        bilinearly at every original pixel's model position, exactly as :meth:`query` does."""
         d = self.model.decode_dense(frame.features, self.precision)
-        if tuple(d.shape[-2:]) != frame.image_size:
-            d = F.interpolate(d, size=frame.image_size, mode="bilinear", align_corners=False)
+        g = frame.geometry
+        if not (g.scale == 1.0 and g.image_size == g.input_size):  # else the map is the answer
+            h, w = g.image_size
+            u, v = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+            muv = torch.from_numpy(to_model_pixels(np.stack([u, v], -1), g)).to(d.device)
+            ih, iw = g.input_size
+            grid = muv / muv.new_tensor([max(iw - 1, 1), max(ih - 1, 1)]) * 2 - 1
+            d = F.grid_sample(d, grid[None], mode="bilinear", align_corners=True)
         return (d[0, 0] * frame.depth_scale).cpu().numpy().astype(np.float32)

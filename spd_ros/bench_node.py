@@ -246,7 +246,7 @@ def _measure_k(
     A third block times the model *paced* at the round trip's rate, i.e. idle between calls as
     long as the node is between queries: on a CPU that sleeps when idle (this VM), a query after a
     few ms of idle takes much longer than back to back, and that is not ROS overhead."""
-    muv = torch.from_numpy(to_model_pixels(uv, frame.image_size, predictor.input_size))[None].to(predictor.device)
+    muv = torch.from_numpy(to_model_pixels(uv, frame.geometry))[None].to(predictor.device)
 
     def model_query() -> torch.Tensor:
         with torch.inference_mode():

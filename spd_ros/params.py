@@ -26,8 +26,7 @@ class NodeParams:
     checkpoint: str = ""
     device: str = "auto"
     precision: str = "fp32"
-    input_height: int = 0
-    input_width: int = 0
+    pixel_budget: int = 0
     cache_size: int = 8
     queue_size: int = 64
     stamp_tolerance: float = WorkerSettings.stamp_tolerance_s
@@ -55,8 +54,11 @@ DESCRIPTIONS = {
     "checkpoint": ("spd_ros checkpoint (.pt) written by spd-train; required", None),
     "device": ("auto | cpu | cuda | cuda:N", None),
     "precision": ("fp32 | fp16 (CUDA) | bf16", None),
-    "input_height": ("network input height (multiple of 32); 0 = the checkpoint's", _ints(0, 4096, 32)),
-    "input_width": ("network input width (multiple of 32); 0 = the checkpoint's", _ints(0, 4096, 32)),
+    "pixel_budget": (
+        "pixels the network sees: each image is scaled by one factor (aspect kept) to about this "
+        "many, then padded to multiples of 32; 0 = the checkpoint's training area",
+        _ints(0, 16777216),
+    ),
     "cache_size": ("encoded frames kept for stamp-matched queries", _ints(1, 256)),
     "queue_size": ("query messages waiting for their frame; the oldest is dropped when full", _ints(1, 10000)),
     "stamp_tolerance": ("s: a query matches a frame whose stamp is this close", _floats(0.0, 10.0)),

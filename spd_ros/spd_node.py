@@ -87,9 +87,10 @@ class SpdNode(Node):
             raise StartupError(f"bad parameter: {' '.join(str(e).split())}; see config/spd.yaml") from None
         if not p.checkpoint:
             raise StartupError("parameter 'checkpoint' is empty; pass -p checkpoint:=/path/model.pt")
-        size = (p.input_height, p.input_width) if p.input_height and p.input_width else None
         try:
-            predictor = DepthPredictor.from_checkpoint(p.checkpoint, p.device, p.precision, size, p.focal_scaling)
+            predictor = DepthPredictor.from_checkpoint(
+                p.checkpoint, p.device, p.precision, p.pixel_budget or None, p.focal_scaling
+            )
         except (CheckpointError, ValueError) as e:
             raise StartupError(str(e)) from None
         self.rejected: Counter[str] = Counter()
@@ -104,7 +105,6 @@ class SpdNode(Node):
             p.queue_size,
             settings,
             self._publish_dense,
-            p.focal_scaling,
             self._dense_wanted,
         )
         # queries are not latest-wins: their DDS history holds as many messages as the worker's queue
@@ -125,7 +125,8 @@ class SpdNode(Node):
         self.create_timer(1.0, self._publish_diagnostics)
         self.worker.start()
         self.get_logger().info(
-            f"spd_node ready: {p.checkpoint} on {predictor.device} ({p.precision}), input {predictor.input_size}, "
+            f"spd_node ready: {p.checkpoint} on {predictor.device} ({p.precision}), "
+            f"pixel budget {predictor.pixel_budget}, "
             f"listening on {'image/compressed' if p.compressed else 'image'}"
         )
 
@@ -243,6 +244,10 @@ class SpdNode(Node):
         w = self.worker
         counts = dict(w.counts)
         values = {**counts, **w.queue_lengths(), "encode_ms_last": round(w.last_encode_ms, 2)}
+        if (g := w.last_geometry) is not None:  # the newest frame: camera size -> network input (padded)
+            values.update(
+                image_size_last="x".join(map(str, g.image_size)), network_input_last="x".join(map(str, g.input_size))
+            )
         now, (t0, before) = time.monotonic(), self._rate_base
         for key in ("images_received", "frames_encoded", "query_messages", "queries_answered"):
             values[f"{key}_per_s"] = round((counts.get(key, 0) - before.get(key, 0)) / max(now - t0, 1e-3), 2)

@@ -30,6 +30,7 @@ import numpy as np
 from spd_core.camera import back_project
 from spd_core.eval.metrics import grid_pixels
 from spd_core.predictor import DepthPredictor, Frame
+from spd_core.preprocess import InputGeometry
 from spd_ros.frame_cache import FrameCache
 
 log = logging.getLogger(__name__)
@@ -98,13 +99,11 @@ class DepthWorker:
         queue_size: int = 64,
         settings: WorkerSettings | None = None,
         on_dense: Callable[[Any, np.ndarray], None] | None = None,
-        focal_scaling: bool = True,
         dense_wanted: Callable[[], bool] = lambda: True,
     ) -> None:
         self.predictor, self.on_answer, self.on_dense = predictor, on_answer, on_dense
         self.dense_wanted = dense_wanted  # e.g. "someone subscribes": the dense decode is not free
         self.settings = settings or WorkerSettings()
-        self.focal_scaling = focal_scaling
         self.cache: FrameCache[CachedFrame] = FrameCache(cache_size)
         self._queries: deque[QueryJob] = deque()
         self.queue_size = int(queue_size)
@@ -116,6 +115,7 @@ class DepthWorker:
         self._thread = threading.Thread(target=self._run, name="spd_worker", daemon=True)
         self.counts: Counter[str] = Counter()
         self.last_encode_ms = float("nan")
+        self.last_geometry: InputGeometry | None = None  # of the newest encoded frame (diagnostics)
         self._latencies: deque[float] = deque(maxlen=1000)
         self.error: BaseException | None = None
 
@@ -223,9 +223,10 @@ class DepthWorker:
 
     def _encode(self, job: ImageJob) -> None:
         t0 = time.perf_counter()
-        fx = job.intrinsics[0] if (job.intrinsics and self.focal_scaling) else None
-        frame = self.predictor.encode(job.image, fx=fx)
+        # the predictor applies focal scaling (or not: DepthPredictor.focal_scaling)
+        frame = self.predictor.encode(job.image, fx=job.intrinsics[0] if job.intrinsics else None)
         self.last_encode_ms = (time.perf_counter() - t0) * 1e3
+        self.last_geometry = frame.geometry
         cached = CachedFrame(frame, job.header, job.intrinsics)
         self.cache.put(job.stamp_ns, cached)
         self.counts["frames_encoded"] += 1

@@ -54,6 +54,22 @@ def test_quick_report_is_well_formed(quick_report: tuple[dict, str]) -> None:
     assert md.count("\n| fpn |") == 2 and "\n| 64 |" in md
 
 
+def test_quick_report_has_the_camera_resolutions(quick_report: tuple[dict, str]) -> None:
+    """Each camera size is encoded at its own aspect within the reference's pixel budget."""
+    report, md = quick_report
+    res = report["resolutions"]
+    assert res["pixel_budget"] == 64 * 96
+    assert [r["camera"] for r in res["rows"]] == [[64, 96], [480, 640], [480, 848], [720, 1280], [1080, 1920]]
+    for r in res["rows"]:
+        (h, w), (ch, cw), (ih, iw) = r["camera"], r["content"], r["input"]
+        assert ch * cw <= 64 * 96 and ih % 32 == iw % 32 == 0 and ih - ch < 32 and iw - cw < 32
+        assert abs(cw / ch - w / h) < 0.05 * w / h
+        assert r["encode_vs_reference"] == pytest.approx(
+            r["encode"]["median_ms"] / res["rows"][0]["encode"]["median_ms"]
+        )
+    assert "### Camera resolutions: convnextv2_atto, pixel budget 6,144" in md and "| 720×1280 |" in md
+
+
 def test_macs_match_the_plan_at_416x544(quick_report: tuple[dict, str]) -> None:
     """Plan §11: FPN 241M (±1%), full DPT-D64 decoder 3,219M (±1%), local path dense ~10.0G
     (its local rows sum to 9.80G; ±3%); exact per-query cost ≤ 1.6 × the plan's inexact 7.4M."""

@@ -106,7 +106,7 @@ def test_end_to_end_matches_predictor_and_back_projection(ros, predictor: DepthP
     np.testing.assert_array_equal(a["id"], ids)
     expect = predictor.query(predictor.encode(img, fx=FX), uv)
     np.testing.assert_allclose(a["depth"], expect, rtol=1e-5)
-    assert predictor.depth_scale((H, W), FX) != 1.0  # focal scaling really applied
+    assert predictor.depth_scale(predictor.geometry((H, W)), FX) != 1.0  # focal scaling really applied
     xyz = back_project(uv, a["depth"], FX, FY, CX, CY)
     np.testing.assert_allclose(np.stack([a["x"], a["y"], a["z"]], 1), xyz, rtol=1e-5, atol=1e-6)
 
@@ -218,7 +218,7 @@ def test_bad_queries(ros) -> None:
 def test_runtime_parameters_and_dense(ros, predictor: DepthPredictor) -> None:
     harness, _ = ros
     node = f"/{NAMESPACE}/spd_node"
-    ok, reason = harness.set_parameters(node, input_height=128)[0]
+    ok, reason = harness.set_parameters(node, pixel_budget=128 * 128)[0]
     assert not ok and "read-only" in reason  # not a run-time parameter
     assert harness.set_parameters(node, max_queries=3) == [(True, "")]
     base = harness.wait_counter("rejected_too_many_queries", 0)

@@ -31,7 +31,7 @@ def test_frame_cache() -> None:
 
 @pytest.fixture(scope="module")
 def predictor() -> DepthPredictor:
-    return DepthPredictor(random_model("convnextv2_atto", size=(64, 96)), (64, 96), train_focal=100.0)
+    return DepthPredictor(random_model("convnextv2_atto", size=(64, 96)), train_focal=100.0, pixel_budget=64 * 96)
 
 
 def make_worker(predictor, **kw):
@@ -142,7 +142,7 @@ def test_failing_query_is_answered_with_nans_and_counted(predictor) -> None:
                 raise RuntimeError("simulated out of memory")
             return super().query(frame, uv)
 
-    failing = Failing(predictor.model, predictor.input_size, predictor.train_focal)
+    failing = Failing(predictor.model, predictor.train_focal, predictor.pixel_budget)
     answers: queue.Queue = queue.Queue()
     w = DepthWorker(failing, answers.put)
     w.submit_image(ImageJob(1 * S, "h1", img(1), None))
@@ -168,7 +168,7 @@ def test_error_clears_once_a_frame_is_encoded_again(predictor) -> None:
                 raise RuntimeError("simulated encoder failure")
             return super().encode(image, fx)
 
-    failing = FailsOnGrey(predictor.model, predictor.input_size, predictor.train_focal)
+    failing = FailsOnGrey(predictor.model, predictor.train_focal, predictor.pixel_budget)
     answers: queue.Queue = queue.Queue()
     w = DepthWorker(failing, answers.put)
     w.submit_image(ImageJob(1 * S, "grey", img(1)[:, :, 0], None))

@@ -26,6 +26,7 @@ import torch
 
 from spd_core.bench.macs import PLAN_ENCODER, mac_crossovers, mac_rows, module_macs
 from spd_core.bench.report import to_markdown
+from spd_core.bench.resolutions import CAMERA_SIZES, run_resolutions
 from spd_core.bench.timing import TimingConfig, run_timing
 from spd_core.device import PRECISIONS, check_precision, resolve_device
 from spd_core.model.spd_model import QUERY_CHUNK
@@ -46,6 +47,19 @@ def parse_size(text: str) -> tuple[int, int]:
     if h <= 0 or w <= 0 or h % 32 or w % 32:
         raise argparse.ArgumentTypeError(f"size {text!r}: H and W must be positive multiples of 32")
     return h, w
+
+
+def parse_cameras(text: str) -> tuple[tuple[int, int], ...]:
+    """'480x640,720x1280' -> ((480, 640), (720, 1280)), any H, W ≥ 2; 'none' -> ()."""
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        sizes = tuple(tuple(int(v) for v in s.lower().split("x")) for s in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--resolutions {text!r} is not a list of HxW, e.g. 720x1280") from None
+    if any(len(s) != 2 or min(s) < 2 for s in sizes):
+        raise argparse.ArgumentTypeError(f"--resolutions {text!r}: each size is HxW with H, W ≥ 2")
+    return sizes  # type: ignore[return-value]
 
 
 def parse_ks(text: str) -> tuple[int, ...]:
@@ -91,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=lambda s: [parse_size(v) for v in s.split(",")],
         default=[(416, 544), (480, 640)],
         help="sizes of the MACs tables (default 416x544,480x640)",
+    )
+    p.add_argument(
+        "--resolutions",
+        type=parse_cameras,
+        default=CAMERA_SIZES,
+        help="camera sizes HxW timed at the pixel budget of --size (aspect kept); 'none' skips "
+        "(default 480x640,480x848,720x1280,1080x1920)",
     )
     p.add_argument("--macs-encoder", default=PLAN_ENCODER, help="encoder of the MACs tables (default: the plan's)")
     p.add_argument("--macs-only", action="store_true", help="MACs tables only, no timing")
@@ -169,6 +190,10 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                 chunk=args.chunk,
             )
             report["timing"].append(run_timing(cfg))
+        if args.resolutions:
+            report["resolutions"] = run_resolutions(
+                args.encoder, args.size, args.resolutions, args.device, args.precision, args.repeats, args.warmup
+            )
     report["environment"]["loadavg_after"] = loadavg()
     return report
 

@@ -122,6 +122,24 @@ def node_markdown(node: dict[str, Any]) -> list[str]:
     return lines
 
 
+def resolutions_markdown(run: dict[str, Any]) -> list[str]:
+    lines = [
+        f"### Camera resolutions: {run['encoder']}, pixel budget {run['pixel_budget']:,}, {run['device']}, "
+        f"{run['precision']}, {run['threads']} threads, median of {run['repeats']}",
+        "",
+        "| camera H×W | scale s | content | network input | padding | preprocess ms | encode ms | encode / ref |",
+        "|---|---:|---|---|---:|---:|---:|---:|",
+    ]
+    for i, r in enumerate(run["rows"]):
+        cam = "×".join(map(str, r["camera"])) + (" (ref)" if i == 0 else "")
+        lines.append(
+            f"| {cam} | {r['scale']:.4f} | {'×'.join(map(str, r['content']))} | {'×'.join(map(str, r['input']))} "
+            f"| {100 * r['padding_frac']:.1f} % | {r['preprocess']['median_ms']:.2f} "
+            f"| {r['encode']['median_ms']:.2f} | {r['encode_vs_reference']:.3f} |"
+        )
+    return [*lines, ""]
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     """The whole report as Markdown."""
     env = report["environment"]
@@ -138,6 +156,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines += ["## Wall time (same process, same run)", ""]
         for run in report["timing"]:
             lines += timing_markdown(run)
+    if report.get("resolutions"):
+        lines += resolutions_markdown(report["resolutions"])
     if report.get("node") is not None:
         lines += node_markdown(report["node"])
     return "\n".join(lines) + "\n"

@@ -194,7 +194,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--figures", type=int, default=3, help="figures of the N worst and N best images")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
-    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="override the checkpoint's size")
+    p.add_argument(
+        "--pixel-budget",
+        type=int,
+        metavar="N",
+        help="pixels the network sees (aspect kept, padded to multiples of 32); default: the checkpoint's H·W",
+    )
     p.add_argument("--no-focal-scaling", action="store_true", help="ignore the dataset focal length")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -225,7 +230,7 @@ def run(args: argparse.Namespace) -> dict:
         ckpt,
         device,
         args.precision,
-        tuple(args.input_size) if args.input_size else None,
+        args.pixel_budget,
         not args.no_focal_scaling,
     )
     spec = _dataset_spec(args, ckpt.metadata)
@@ -243,7 +248,7 @@ def run(args: argparse.Namespace) -> dict:
         "k": args.k,
         "seed": args.seed,
         "eigen_crop": eigen,
-        "input_size": list(predictor.input_size),
+        "pixel_budget": predictor.pixel_budget,
         **summarize(results),
     }
     write_csv(out / "per_image.csv", results)

@@ -238,7 +238,7 @@ class Trainer:
     # -- validation ------------------------------------------------------------------------
     def predictor(self) -> DepthPredictor:
         """The inference path on the current weights (puts the model in eval mode)."""
-        return DepthPredictor(self.model, self.input_size, self.train_focal, self.device)
+        return DepthPredictor(self.model, self.train_focal, self.input_size[0] * self.input_size[1], self.device)
 
     def validate(self) -> dict[str, Any] | None:
         """Dense + sparse metrics on the val set (rank 0; other ranks wait)."""
