@@ -16,7 +16,7 @@ setup: $(STAMP)
 
 $(STAMP): setup.py setup.cfg constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[ros,dev]' \
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[ros,dev,onnx]' \
 		> $(VENV)/pip-install.log 2>&1 || { tail -30 $(VENV)/pip-install.log; exit 1; }
 	$(PY) -c "import torch, timm, rosbags, rclpy, spd_core" 
 	touch $@

@@ -39,6 +39,15 @@ setup(
             "ros-jazzy-sensor-msgs",
             "ros-jazzy-geometry-msgs",
             "ros-jazzy-diagnostic-msgs",
+            "ros-jazzy-lifecycle-msgs",
+            "ros-jazzy-rcl-lifecycle",
+            "ros-jazzy-visualization-msgs",
+        ],
+        # spd-export and the onnxruntime backend (CPU EP; onnxruntime-gpu on a robot with CUDA/TensorRT)
+        "onnx": [
+            "onnx>=1.16",
+            "onnxruntime>=1.18",
+            "onnxscript>=0.1",
         ],
         "dev": [
             "pytest>=8",
