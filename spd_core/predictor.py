@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from spd_core.device import check_precision, resolve_device
 from spd_core.model.checkpoint import Checkpoint, load_model
 from spd_core.model.spd_model import FrameFeatures, SPDModel
-from spd_core.preprocess import image_to_tensor, to_model_pixels
+from spd_core.preprocess import MIN_IMAGE_SIDE, image_to_tensor, to_model_pixels
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,8 @@ class DepthPredictor:
     def encode(self, image: np.ndarray, fx: float | None = None) -> Frame:
         """Encode one image (uint8 RGB [H,W,3] or mono [H,W]); ``fx`` in original pixels."""
         size = (int(image.shape[0]), int(image.shape[1]))
-        if size[0] < 2 or size[1] < 2:
-            raise ValueError(f"image {size[0]}x{size[1]} is too small (at least 2x2)")
+        if min(size) < MIN_IMAGE_SIDE:
+            raise ValueError(f"image {size[0]}x{size[1]} is too small (at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE})")
         x = image_to_tensor(image, self.input_size, self.device)
         feats = self.model.encode(x, self.precision)
         return Frame(feats, size, self.depth_scale(size, fx))

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+MIN_IMAGE_SIDE = 2  # smallest height and width the network input is made from (bilinear needs 2x2)
 
 
 def image_to_tensor(image: np.ndarray, size: tuple[int, int], device: torch.device) -> torch.Tensor:
