@@ -136,7 +136,8 @@ def cloud_query(msg: PointCloud2, max_points: int | None = None) -> tuple[np.nda
     ``id`` of any PointField type. Raises as :func:`pointcloud2_fields`."""
     names = ("u", "v", "id") if any(f.name == "id" for f in msg.fields) else ("u", "v")
     cols = pointcloud2_fields(msg, names, max_points)
-    return np.stack([cols["u"], cols["v"]], 1).astype(np.float32), cols.get("id")
+    with np.errstate(over="ignore"):  # float64 beyond float32: inf, outside the image like NaN
+        return np.stack([cols["u"], cols["v"]], 1).astype(np.float32), cols.get("id")
 
 
 def polygon_query(msg: PolygonStamped, max_points: int | None = None) -> tuple[np.ndarray, None]:
