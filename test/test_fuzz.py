@@ -31,6 +31,11 @@ MAX_POINTS = 4096
 U32 = 2**32 - 1
 
 
+def _u32(value) -> int:
+    """Clamped into uint32: every message built here can be serialised (and so published)."""
+    return min(max(int(value), 0), U32)
+
+
 def _chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
@@ -131,7 +136,7 @@ def raw_case(rng: np.random.Generator) -> Image:
     step = width * pixel + int(rng.choice([0, 0, 0, 1, 5, -1, -pixel]))
     if rng.random() < 0.1:
         step = int(rng.choice([0, U32, 1 << 31]))
-    step = min(max(step, 0), U32)
+    step = _u32(step)
     need = step * height
     length = int(rng.choice([need, need, max(need - 1, 0), need + 7, int(rng.integers(0, 5000))]))
     data = bytes(rng.integers(0, 256, min(length, 1 << 20), dtype=np.uint8))
@@ -165,11 +170,11 @@ def cloud_case(rng: np.random.Generator) -> PointCloud2:
     for _ in range(int(rng.integers(1, 4))):
         what = rng.integers(0, 7)
         if what == 0:
-            msg.point_step = int(rng.choice([0, 1, 4, msg.point_step - 1, msg.point_step + 4, U32]))
+            msg.point_step = _u32(rng.choice([0, 1, 4, msg.point_step - 1, msg.point_step + 4, U32]))
         elif what == 1:
             msg.width, msg.height = int(rng.choice([0, 1, 5, n + 1, 5000, U32])), int(rng.choice([0, 1, 2, U32]))
         elif what == 2:
-            msg.row_step = int(rng.choice([0, msg.row_step - 1, msg.row_step + 3, U32]))
+            msg.row_step = _u32(rng.choice([0, msg.row_step - 1, msg.row_step + 3, U32]))
         elif what == 3:
             msg.data = _bytes_mutation(rng, bytes(msg.data) or b"\x00")
         elif what == 4:
