@@ -8,6 +8,7 @@ as ``DepthPredictor`` does.
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Iterator
 
@@ -141,3 +142,74 @@ def test_oversized_clouds_are_counted(nodes) -> None:
 def _counted(values: dict[str, str]) -> int:
     """Query clouds accounted for as too large or as lost in transport."""
     return int(values.get("rejected_too_many_queries", 0)) + int(values.get("lost_query_points", 0))
+
+
+def _images_then_valid(harness: RosHarness, topic: str, msgs: list, predictor: DepthPredictor, ns: str) -> None:
+    """Each message counted under rejected_image (none reaches the worker), the node answers after."""
+    base = harness.diagnostics()
+    for i, msg in enumerate(msgs):
+        msg.header = harness.header(100.0 + i)
+        harness.publish(topic, msg)
+        time.sleep(0.05)  # within the image subscription's queue depth
+    harness.wait_counter("rejected_image", int(base.get("rejected_image", 0)) + len(msgs))
+    _valid_answer(harness, predictor, ns, 2.1e9)  # stamps: int32 seconds
+    values = harness.diagnostics()
+    assert int(values["rejected_image"]) == int(base.get("rejected_image", 0)) + len(msgs)
+    assert "worker_errors" not in values, values
+
+
+def test_issue_images_are_rejected_and_counted(nodes, model_and_ckpt) -> None:
+    """The images of issue 13 that ended the node or reached the worker: PNGs declaring 20000x20000
+    and 10000x10000, a PPM with a bad header, a GIF whose frame lies outside, a BMP bomb header, BMP /
+    TIFF / GIF / WEBP files, 1x1, 1x50, 50x1 PNGs and raw images; RSS does not grow by the sizes declared."""
+    from PIL import Image as PILImage
+    from sensor_msgs.msg import CompressedImage
+    from test_conversions import HOSTILE, png_declaring
+
+    from spd_ros.conversions import rgb_image
+
+    predictor = DepthPredictor.from_model(*model_and_ckpt[:2])
+    harness, proc = nodes["compressed"]
+    rss = proc.rss_mb()
+    files = [png_declaring(20000, 20000), png_declaring(10000, 10000), *HOSTILE.values()]
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    for fmt in ("BMP", "TIFF", "GIF", "WEBP"):
+        buf = io.BytesIO()
+        PILImage.fromarray(rgb).save(buf, format=fmt)
+        files.append(buf.getvalue())
+    small = [np.zeros((h, w, 3), np.uint8) for h, w in ((1, 1), (1, 50), (50, 1))]
+    files += [encode_compressed(im, "png") for im in small]
+    _images_then_valid(
+        harness, "image/compressed", [CompressedImage(format="png", data=f) for f in files], predictor, "compressed"
+    )
+    assert proc.rss_mb() < rss + 200, (rss, proc.rss_mb())
+    harness, _ = nodes["raw"]
+    _images_then_valid(harness, "image", [rgb_image(harness.header(0.0), im) for im in small], predictor, "raw")
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        {"point_step": 0},
+        {"point_step": 4},  # v would lie in the next point
+        {"names": ("u", "u")},
+    ],
+    ids=["point_step_0", "point_step_4", "two_fields_u"],
+)
+def test_issue_clouds_are_rejected(nodes, layout: dict) -> None:
+    """Clouds that were answered with made-up pixels: no answer, counted under rejected_query_points."""
+    harness, _ = nodes["raw"]
+    names = layout.get("names", ("u", "v"))
+    msg = make_pointcloud2(harness.header(0.0), {"a": np.float32([5, 6]), "b": np.float32([7, 8])})
+    for f, name in zip(msg.fields, names, strict=True):
+        f.name = name
+    if "point_step" in layout:
+        msg.point_step = layout["point_step"]
+        msg.row_step = msg.width * msg.point_step
+        msg.data = bytes(msg.row_step * msg.height) if msg.point_step else b""
+    base = int(harness.diagnostics().get("rejected_query_points", 0))
+    while not harness.answers.empty():
+        harness.answers.get()
+    harness.publish("query_points", msg)
+    harness.wait_counter("rejected_query_points", base + 1)
+    assert harness.no_answer(0.3)
