@@ -8,6 +8,8 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data, qos_profile_system_default
 
+from spd_core.data.images import MAX_PIXELS
+from spd_core.preprocess import MIN_IMAGE_SIDE
 from spd_ros.worker import WorkerSettings
 
 # changeable while running: parameter -> the WorkerSettings field it sets
@@ -40,6 +42,7 @@ class NodeParams:
     compressed: bool = False
     qos: str = "sensor_data"
     qos_depth: int = 5
+    max_image_pixels: int = MAX_PIXELS
 
 
 def _ints(lo: int, hi: int, step: int = 1) -> IntegerRange:
@@ -76,6 +79,11 @@ DESCRIPTIONS = {
     "compressed": ("subscribe to image/compressed (CompressedImage) instead of image", None),
     "qos": ("subscription QoS: sensor_data | reliable | system_default", None),
     "qos_depth": ("subscription queue depth", _ints(1, 1000)),
+    "max_image_pixels": (
+        "largest image (height x width) decoded; larger ones, and compressed ones declaring more, are "
+        "rejected before decoding",
+        _ints(MIN_IMAGE_SIDE**2, 2**31 - 1),
+    ),
 }
 
 

@@ -170,7 +170,7 @@ class SpdNode(Node):
     def _on_image(self, msg: Image | CompressedImage) -> None:
         decode = conversions.compressed_to_numpy if isinstance(msg, CompressedImage) else conversions.image_to_numpy
         try:
-            image = decode(msg)
+            image = decode(msg, self.params.max_image_pixels)
         except conversions.ImageFormatError as e:
             return self._reject("image", str(e))
         self._submit_image(msg.header, image)
@@ -183,32 +183,22 @@ class SpdNode(Node):
         with self._lock:
             self._intrinsics = (intr, (msg.height, msg.width))
 
-    def _too_many(self, n: int) -> bool:
-        """Reject (and count) a query message of more than ``max_queries`` points."""
-        limit = self.worker.settings.max_queries
-        if n > limit:
-            self._reject("too_many_queries", f"{n} points > max_queries={limit}")
-        return n > limit
-
-    def _submit_query(self, header, uv: np.ndarray, ids: np.ndarray | None) -> None:
-        if not self._too_many(len(uv)):
-            self.worker.submit_query(QueryJob(conversions.stamp_ns(header), header, uv, ids))
+    def _on_query(self, convert, msg: PolygonStamped | PointCloud2, reason: str) -> None:
+        """Convert a query message (``convert`` -> (uv, ids)) and enqueue it; one of more than
+        ``max_queries`` points is rejected before its points are converted, a malformed one under ``reason``."""
+        try:
+            uv, ids = convert(msg, self.worker.settings.max_queries)
+        except conversions.TooManyPoints as e:
+            return self._reject("too_many_queries", str(e))
+        except ValueError as e:
+            return self._reject(reason, str(e))
+        self.worker.submit_query(QueryJob(conversions.stamp_ns(msg.header), msg.header, uv, ids))
 
     def _on_queries(self, msg: PolygonStamped) -> None:
-        points = msg.polygon.points
-        if self._too_many(len(points)):  # before converting them one by one
-            return
-        uv = np.array([(p.x, p.y) for p in points], np.float32).reshape(-1, 2)
-        self._submit_query(msg.header, uv, None)
+        self._on_query(conversions.polygon_query, msg, "queries")
 
     def _on_query_points(self, msg: PointCloud2) -> None:
-        names = ("u", "v", "id") if any(f.name == "id" for f in msg.fields) else ("u", "v")
-        try:
-            cols = conversions.pointcloud2_fields(msg, names)
-        except ValueError as e:
-            return self._reject("query_points", str(e))
-        uv = np.stack([cols["u"], cols["v"]], 1).astype(np.float32)
-        self._submit_query(msg.header, uv, cols.get("id"))
+        self._on_query(conversions.cloud_query, msg, "query_points")
 
     # --- outputs ----------------------------------------------------------------------------------
 

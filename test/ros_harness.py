@@ -69,9 +69,12 @@ class RosHarness:
     """A test node: publishers for spd_node's inputs, subscribers for its outputs.
 
     ``namespace`` and ``remaps`` (spd_node's topic name -> the name it was remapped to) mirror the
-    node's command line, so the harness talks on the topics the node really uses."""
+    node's command line, so the harness talks on the topics the node really uses; ``status_name``
+    picks one node's status when several publish /diagnostics."""
 
-    def __init__(self, domain_id: int, namespace: str = "", remaps: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, domain_id: int, namespace: str = "", remaps: dict[str, str] | None = None, status_name: str | None = None
+    ) -> None:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import PolygonStamped
@@ -84,6 +87,7 @@ class RosHarness:
         rclpy.init(context=self.ctx)
         self.node = rclpy.create_node("spd_test", namespace="/" + namespace.strip("/"), context=self.ctx)
         self.remaps = dict(remaps or {})
+        self.status_name = status_name  # read only this node's /diagnostics status (None: any node's)
         qos = QoSProfile(depth=100)
         types = {
             "image": Image,
@@ -187,7 +191,7 @@ class RosHarness:
         start = time.monotonic()
         while True:
             t, msg = self.diag.get(timeout=max(0.1, timeout - (time.monotonic() - start)))
-            if t >= start and msg.status:
+            if t >= start and msg.status and self.status_name in (None, msg.status[0].name):
                 return msg.status[0]
 
     def diagnostics(self, timeout: float = 5.0) -> dict[str, str]:
