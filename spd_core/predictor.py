@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from spd_core.device import check_precision, resolve_device
 from spd_core.model.checkpoint import Checkpoint, load_model
+from spd_core.model.query_plan import PLANNERS, CostModel, QueryPlan
 from spd_core.model.spd_model import FrameFeatures, SPDModel
 from spd_core.preprocess import InputGeometry, fit_geometry, image_to_tensor, to_model_pixels
 
@@ -42,7 +43,9 @@ class DepthPredictor:
 
     ``pixel_budget``: pixels of the scaled image the network sees (the checkpoint's training area
     by default); every image is scaled by one factor to about this many pixels, keeping its
-    aspect ratio.
+    aspect ratio. ``planner``: how a query call picks its exact execution (windows, shared tiles
+    or dense; :mod:`spd_core.model.query_plan`): ``measured`` costs timed once on this device,
+    ``macs`` costs in MACs, ``windows`` always per-query windows.
     """
 
     def __init__(
@@ -53,6 +56,7 @@ class DepthPredictor:
         device: str | torch.device = "cpu",
         precision: str = "fp32",
         focal_scaling: bool = True,
+        planner: str = "measured",
     ) -> None:
         self.device = torch.device(device)
         check_precision(precision, self.device)
@@ -65,6 +69,12 @@ class DepthPredictor:
             raise ValueError(f"pixel_budget {pixel_budget} must be >= 1")
         self.precision = precision
         self.focal_scaling = focal_scaling
+        if planner not in PLANNERS:
+            raise ValueError(f"planner {planner!r} is not one of {', '.join(PLANNERS)}")
+        self.planner = planner
+        self._costs: dict[tuple[int, int], CostModel] = {}  # network input size -> the planner's costs
+        self._measured: tuple[tuple[int, int], CostModel] | None = None  # the one timing, and its size
+        self.last_plan: QueryPlan | None = None  # of the newest query call (diagnostics)
 
     @classmethod
     def from_checkpoint(
@@ -74,11 +84,12 @@ class DepthPredictor:
         precision: str = "fp32",
         pixel_budget: int | None = None,
         focal_scaling: bool = True,
+        planner: str = "measured",
     ) -> DepthPredictor:
         """Load ``path`` (raises CheckpointError with a clear line) onto ``device``."""
         dev = resolve_device(device)
         model, ckpt = load_model(path, dev)
-        return cls.from_model(model, ckpt, dev, precision, pixel_budget, focal_scaling)
+        return cls.from_model(model, ckpt, dev, precision, pixel_budget, focal_scaling, planner)
 
     @classmethod
     def from_model(
@@ -89,10 +100,11 @@ class DepthPredictor:
         precision: str = "fp32",
         pixel_budget: int | None = None,
         focal_scaling: bool = True,
+        planner: str = "measured",
     ) -> DepthPredictor:
         """``pixel_budget`` None (or 0): the checkpoint's training area, input_size H·W."""
         budget = pixel_budget or ckpt.input_size[0] * ckpt.input_size[1]
-        return cls(model, ckpt.train_focal, budget, device, precision, focal_scaling)
+        return cls(model, ckpt.train_focal, budget, device, precision, focal_scaling, planner)
 
     def geometry(self, image_size: tuple[int, int]) -> InputGeometry:
         """Network-input geometry of an image of ``image_size`` (H, W)."""
@@ -120,14 +132,47 @@ class DepthPredictor:
         if uv.shape[0] == 0:
             return np.zeros(0, np.float32)
         muv = torch.from_numpy(to_model_pixels(uv, frame.geometry)).to(self.device)
-        d = self.model.query(frame.features, muv[None], self.precision)[0]
-        return d.float().cpu().numpy() * np.float32(frame.depth_scale)
+        d, self.last_plan = self.model.execute(frame.features, muv[None], self.precision, costs=self.costs(frame))
+        return d[0].float().cpu().numpy() * np.float32(frame.depth_scale)
+
+    def calibrate(self, image_size: tuple[int, int] | None = None) -> CostModel | None:
+        """Time the planner's costs now (``measured`` planner; start-up of the node) on a blank image
+        of ``image_size`` (default: a square of the pixel budget) instead of on the first frame."""
+        if self.planner != "measured":
+            return None
+        side = max(2, round(math.sqrt(self.pixel_budget)))
+        frame = self.encode(np.zeros((*(image_size or (side, side)), 3), np.uint8))
+        self._measured = None
+        return self.costs(frame)
+
+    def costs(self, frame: Frame) -> CostModel | None:
+        """The planner's costs for ``frame``'s network input size (None: windows only). Measured
+        costs are timed once, on the first frame, and scaled to other sizes."""
+        if self.planner == "windows":
+            return None
+        size = frame.features.size
+        costs = self._costs.get(size)
+        if costs is None:
+            if self.planner == "macs":
+                costs = self.model.mac_costs(size, self.device)
+            else:
+                if self._measured is None:
+                    self._measured = (size, self.model.measure_costs(frame.features, self.precision))
+                    log.info("query planner at %dx%d: %s", *size, self._measured[1].describe())
+                costs = self._measured[1].at_size(size, self._measured[0])
+            if len(self._costs) >= 16:
+                self._costs.clear()
+            self._costs[size] = costs
+        return costs
 
     @torch.inference_mode()
     def dense(self, frame: Frame) -> np.ndarray:
         """Dense metric depth [H,W] at the original image size: the network's dense map sampled
         bilinearly at every original pixel's model position, exactly as :meth:`query` does."""
-        d = self.model.decode_dense(frame.features, self.precision)
+        feats = frame.features
+        if feats.dense_depth is None:  # kept: later queries on this frame only look up (query_plan)
+            feats.dense_depth = self.model.decode_dense(feats, self.precision)
+        d = feats.dense_depth
         g = frame.geometry
         if not (g.scale == 1.0 and g.image_size == g.input_size):  # else the map is the answer
             h, w = g.image_size

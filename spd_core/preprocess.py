@@ -21,6 +21,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MIN_IMAGE_SIDE = 2  # the smallest image that has a pixel interval on both axes
 STRIDE = 32  # the network input is a multiple of the encoder's output stride
+MAX_PADDING = 4  # the padded input may hold this many times the budget (or one 32-row strip of 4096)
 
 
 @dataclass(frozen=True)
@@ -48,10 +49,16 @@ def fit_geometry(image_size: tuple[int, int], pixel_budget: int) -> InputGeometr
         raise ValueError(f"pixel_budget {pixel_budget} must be >= 1")
     s = math.sqrt(pixel_budget / (h * w))
     # the output size torch.nn.functional.interpolate computes for scale_factor=s
-    ch, cw = max(1, math.floor(h * s)), max(1, math.floor(w * s))
+    ch, cw = math.floor(h * s), math.floor(w * s)
     if (ch, cw) == (h, w):
         s = 1.0
-    return InputGeometry((h, w), s, (ch, cw), (-(-ch // STRIDE) * STRIDE, -(-cw // STRIDE) * STRIDE))
+    ih, iw = -(-ch // STRIDE) * STRIDE, -(-cw // STRIDE) * STRIDE
+    if min(ch, cw) < MIN_IMAGE_SIDE or ih * iw > max(MAX_PADDING * pixel_budget, STRIDE * 4096):
+        raise ValueError(
+            f"image {h}x{w} (aspect {max(h, w) / min(h, w):.0f}:1) is too elongated for a pixel budget of "
+            f"{pixel_budget}: scaled it would be {ch}x{cw}, padded {ih}x{iw}"
+        )
+    return InputGeometry((h, w), s, (ch, cw), (ih, iw))
 
 
 def image_to_tensor(image: np.ndarray, geometry: InputGeometry, device: torch.device) -> torch.Tensor:

@@ -39,6 +39,7 @@ class NodeParams:
     grid_rows: int = 0
     publish_dense: bool = WorkerSettings.publish_dense
     focal_scaling: bool = True
+    planner: str = "measured"
     compressed: bool = False
     qos: str = "sensor_data"
     qos_depth: int = 5
@@ -76,6 +77,11 @@ DESCRIPTIONS = {
     "grid_rows": ("fixed query grid answered on every frame: rows (0 = off)", _ints(0, 1024)),
     "publish_dense": ("also publish the dense 32FC1 depth map on 'depth' (when subscribed)", None),
     "focal_scaling": ("scale metric depth by the camera's focal length (needs camera_info)", None),
+    "planner": (
+        "exact execution per query message: measured (costs timed at start-up) | macs | windows "
+        "(always per-query windows); see README 'Query planner'",
+        None,
+    ),
     "compressed": ("subscribe to image/compressed (CompressedImage) instead of image", None),
     "qos": ("subscription QoS: sensor_data | reliable | system_default", None),
     "qos_depth": ("subscription queue depth", _ints(1, 1000)),

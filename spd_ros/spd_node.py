@@ -89,10 +89,12 @@ class SpdNode(Node):
             raise StartupError("parameter 'checkpoint' is empty; pass -p checkpoint:=/path/model.pt")
         try:
             predictor = DepthPredictor.from_checkpoint(
-                p.checkpoint, p.device, p.precision, p.pixel_budget or None, p.focal_scaling
+                p.checkpoint, p.device, p.precision, p.pixel_budget or None, p.focal_scaling, p.planner
             )
         except (CheckpointError, ValueError) as e:
             raise StartupError(str(e)) from None
+        if (costs := predictor.calibrate()) is not None:
+            self.get_logger().info(f"query planner: {costs.describe()}")
         self.rejected: Counter[str] = Counter()
         self._last_logged: dict[str, float] = {}  # reason -> monotonic time of its last log line
         self._intrinsics: tuple[tuple[float, float, float, float], tuple[int, int]] | None = None  # K, (H, W)

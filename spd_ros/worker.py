@@ -288,6 +288,9 @@ class DepthWorker:
             header = job.header
         else:
             depth = self.predictor.query(cached.frame, job.uv)
+            if (plan := self.predictor.last_plan) is not None:  # the execution the planner chose
+                self.counts[f"plan_{plan.mode}"] += 1
+                self.counts.update(plan.counts)
             intr = cached.intrinsics
             xyz = back_project(job.uv, depth, *intr) if intr else np.full((k, 3), np.nan, np.float32)
             header = cached.header

@@ -38,7 +38,7 @@ def test_bf16_autocast_on_cpu_stays_close_to_fp32(model: SPDModel) -> None:
     with torch.no_grad():
         ref = model.query(model.encode(x), uv)
         feats = model.encode(x, precision="bf16")
-        assert feats.s8.dtype == torch.bfloat16
+        assert feats.local_s8.dtype == torch.bfloat16
         low = model.query(feats, uv, precision="bf16")
         dense = model.decode_dense(feats, precision="bf16")
     assert low.dtype == torch.float32 and dense.dtype == torch.float32

@@ -97,7 +97,10 @@ def test_camera_shape_is_encoded_at_its_aspect(setup, size: tuple[int, int]) -> 
     np.testing.assert_allclose(a["depth"], expect, rtol=1e-5)
     np.testing.assert_allclose(np.stack([a["x"], a["y"], a["z"]], 1), back_project(uv, a["depth"], *k), rtol=1e-5)
     # the tensor the encoder saw: the camera's aspect, padded by less than one block of 32 per axis
-    ih, iw = (int(v) for v in wait_diagnostics(harness, size)["network_input_last"].split("x"))
+    diag = wait_diagnostics(harness, size)
+    ih, iw = (int(v) for v in diag["network_input_last"].split("x"))
+    # the planner's choice is counted per answered message
+    assert sum(int(diag.get(f"plan_{m}", 0)) for m in ("windows", "tiles", "dense", "lookup")) >= 1, diag
     g = predictor.geometry(size)
     assert (ih, iw) == g.input_size and ih % 32 == iw % 32 == 0
     (h, w), s = size, g.scale

@@ -151,3 +151,12 @@ def test_device_resolution() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda:0")
+
+
+@pytest.mark.parametrize("size", [(2, 8_000_000), (3, 20_000), (20_000, 3)])
+def test_too_elongated_images_are_refused(size: tuple[int, int]) -> None:
+    """Scaled to the budget such an image is under 2 pixels high, or its padding to 32 would cost
+    more than 4x the budget (or a 32x4096 strip): one line, never a degenerate network input."""
+    with pytest.raises(ValueError, match="too elongated"):
+        fit_geometry(size, 64 * 96)
+    assert fit_geometry((3, 1000), 64 * 96).input_size == (32, 1440)  # 333:1 still fits

@@ -32,9 +32,11 @@ PLAN_MACS: dict[str, float] = {
 PLAN_NOTES: dict[str, str] = {
     "encoder": "the plan's ~10G is 2× low: its own rule (224² MACs × area ratio) gives the next column",
     "fpn": "proj_l2..l4 + refinenet4 + refinenet3",
-    "local_dense": "decode_dense (local path + dense_head); plan's 10.0G includes the 241M FPN, "
-    "its local rows sum to 9.80G",
-    "per_query": "exact window execution (DESIGN §1: 11.1M); plan's 7.4M cascade is not exact",
+    "local_dense": "local path + dense_head on full maps (the stride-8 convs included); plan's 10.0G "
+    "includes the 241M FPN, its local rows sum to 9.80G",
+    "local_s8": "conv_s8_1 + conv_s8_2 on the whole stride_8_map: once per frame, shared by every query",
+    "per_query": "exact window execution after the shared stride-8 convs (11.1M when each query ran them); "
+    "plan's 7.4M cascade is not exact",
     "dpt_decoder": "projections of 4 levels + refinenet4..1 to stride 2 (head excluded)",
     "dpt_head": "minimal depth head of the reference: Conv1×1(64→1) at stride 2 (not in the plan)",
 }
@@ -57,12 +59,14 @@ def module_macs(encoder: str, size: tuple[int, int], k: int = 64) -> dict[str, A
     x = torch.zeros(1, 3, h, w, device="meta")
     levels = model.encoder(x)
     feats = model.encode(x)
+    s8 = model.fpn(*levels[1:])
     g = torch.Generator().manual_seed(0)
     uv = (torch.rand(1, k, 2, generator=g) * torch.tensor([w - 1.0, h - 1.0])).to("meta")
     parts = {
         "encoder": lambda: model.encoder(x),
         "fpn": lambda: model.fpn(*levels[1:]),
-        "local_dense": lambda: model.decode_dense(feats),
+        "local_s8": lambda: model.local.stride8(s8),
+        "local_rest": lambda: model.decode_dense(feats),
         "query_k": lambda: model.query(feats, uv),
         "dpt_decoder": lambda: dpt.features(*levels),
         "dpt_full": lambda: dpt(*levels),
@@ -74,6 +78,8 @@ def module_macs(encoder: str, size: tuple[int, int], k: int = 64) -> dict[str, A
     x224 = torch.zeros(1, 3, 224, 224, device="meta")
     totals["encoder_224"] = count_macs(lambda: model.encoder(x224))[0]
     totals["per_query"] = totals.pop("query_k") / k
+    totals["local_dense"] = totals["local_s8"] + totals.pop("local_rest")
+    per_module["local_dense"] = {**per_module.pop("local_s8"), **per_module.pop("local_rest")}
     totals["dpt_head"] = totals.pop("dpt_full") - totals["dpt_decoder"]
     per_module.pop("dpt_full")
     return {"encoder": encoder, "size": [h, w], "totals": totals, "per_module": per_module}
@@ -95,7 +101,7 @@ def mac_rows(macs: dict[str, Any]) -> list[dict[str, Any]]:
     t = macs["totals"]
     area_224 = size[0] * size[1] / 224**2
     rows = []
-    for comp in ("encoder", "fpn", "local_dense", "per_query", "dpt_decoder", "dpt_head"):
+    for comp in ("encoder", "fpn", "local_s8", "local_dense", "per_query", "dpt_decoder", "dpt_head"):
         plan = plan_figure(comp, size) if macs["encoder"] == PLAN_ENCODER else None
         rows.append(
             {
@@ -111,9 +117,9 @@ def mac_rows(macs: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def mac_crossovers(t: dict[str, float]) -> dict[str, float]:
-    """K at which FPN + K × per-query equals the dense alternatives (MACs only)."""
+    """K at which FPN + the shared stride-8 convs + K × per-query equals the dense alternatives (MACs only)."""
     return {
-        "vs_local_dense": t["local_dense"] / t["per_query"],
-        "vs_dpt_decoder": (t["dpt_decoder"] - t["fpn"]) / t["per_query"],
+        "vs_local_dense": (t["local_dense"] - t["local_s8"]) / t["per_query"],
+        "vs_dpt_decoder": (t["dpt_decoder"] - t["fpn"] - t["local_s8"]) / t["per_query"],
         "plan_vs_dpt_decoder": (PLAN_MACS["dpt_decoder"] - PLAN_MACS["fpn"]) / PLAN_MACS["per_query"],
     }

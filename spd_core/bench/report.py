@@ -39,7 +39,8 @@ def macs_markdown(tables: list[dict[str, Any]]) -> list[str]:
         c = t["crossovers"]
         lines += [
             "",
-            f"MACs crossover K (FPN + K × per-query = dense): vs local dense {c['vs_local_dense']:.0f}, "
+            "MACs crossover K (FPN + stride-8 convs + K × per-query = dense): "
+            f"vs local dense {c['vs_local_dense']:.0f}, "
             f"vs full DPT decoder {c['vs_dpt_decoder']:.0f} (plan with 7.4M/query: "
             f"{c['plan_vs_dpt_decoder']:.0f}).",
             "",
@@ -47,6 +48,13 @@ def macs_markdown(tables: list[dict[str, Any]]) -> list[str]:
         if h != 416 or w != 544:
             lines += ["Plan figures at this size are the 416×544 figures scaled by image area.", ""]
     return lines
+
+
+def _choice(plan: dict[str, Any]) -> str:
+    if plan["mode"] == "tiles":
+        t, n_t, n_w = plan["tile"], plan["tiles"], plan["queries_windows"]
+        return f"tiles T={t}: {n_t} tiles ({plan['queries_tiled']} q) + {n_w} windows"
+    return plan["mode"]
 
 
 def timing_markdown(run: dict[str, Any]) -> list[str]:
@@ -75,16 +83,25 @@ def timing_markdown(run: dict[str, Any]) -> list[str]:
         )
     lines += [
         "",
-        "| K | query ms | dense + lookup ms | sparse / dense | query peak MiB | dense peak MiB | FPN + query vs DPT |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| K | windows ms | planned ms | planner's choice | dense + lookup ms | windows / dense "
+        "| planned / dense | dense / planned | query peak MiB | dense peak MiB | FPN + planned vs DPT |",
+        "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in run["per_k"]:
-        q, d = r["query"], r["dense_lookup"]
-        vs_dpt = (p["fpn"]["median_ms"] + q["median_ms"]) / p["dpt_decoder"]["median_ms"]
+        q, pl, d = r["query"], r["planned"], r["dense_lookup"]
+        vs_dpt = (p["fpn"]["median_ms"] + pl["median_ms"]) / p["dpt_decoder"]["median_ms"]
         lines.append(
-            f"| {r['k']} | {_ms(q['median_ms'])} | {_ms(d['median_ms'])} | {r['ratio']:.3f} "
+            f"| {r['k']} | {_ms(q['median_ms'])} | {_ms(pl['median_ms'])} | {_choice(r['plan'])} "
+            f"| {_ms(d['median_ms'])} | {r['ratio']:.3f} | {r['planned_ratio']:.3f} | {1 / r['planned_ratio']:.2f}× "
             f"| {_mib(q['peak_mem_bytes'])} | {_mib(d['peak_mem_bytes'])} | {vs_dpt:.3f} |"
         )
+    c = run["planner_costs_ms"]
+    tiles = ", ".join(f"T={t}: {v:.3f}" for t, v in c["tile"].items())
+    lines += [
+        "",
+        f"Planner costs measured in this run (ms): window {c['window']:.3f}, tiles {tiles}, "
+        f"dense {c['dense']:.2f}, lookup {c['lookup']:.4f}.",
+    ]
     c = run["crossover"]
     measured = f"K={c['measured_k']}" if c["measured_k"] is not None else "none (sparse faster at every K)"
     interp = "" if c.get("interp_k") is None else f", interpolated K≈{c['interp_k']:.0f}"

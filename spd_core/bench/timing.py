@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from spd_core.device import autocast
 from spd_core.model.dpt_reference import dpt_for
-from spd_core.model.spd_model import QUERY_CHUNK, ModelConfig, SPDModel
+from spd_core.model.spd_model import QUERY_CHUNK, FrameFeatures, ModelConfig, SPDModel
 
 log = logging.getLogger(__name__)
 
@@ -161,13 +161,37 @@ def run_timing(cfg: TimingConfig) -> dict[str, Any]:
     phases["fpn"] = t(fpn)
     phases["decode_dense"] = t(lambda: model.decode_dense(feats, prec))
     phases["dpt_decoder"] = t(dpt_decoder)
+    costs = model.measure_costs(feats, prec)  # the planner's calibration, as the node does at start-up
+
+    def planned(uv: torch.Tensor) -> Any:  # a fresh frame each run: no dense map kept from the last
+        return model.execute(FrameFeatures(feats.l1, feats.local_s8, feats.size), uv, prec, cfg.chunk or None, costs)
+
     per_k = []
     for k in cfg.ks:
         uv = _query_points(k, cfg.size, dev, cfg.seed)
         q = t(lambda uv=uv: model.query(feats, uv, prec, chunk=cfg.chunk or None))
+        p = t(lambda uv=uv: planned(uv))
         d = t(lambda uv=uv: sample_bilinear(model.decode_dense(feats, prec), uv))
-        per_k.append({"k": k, "query": q, "dense_lookup": d, "ratio": q["median_ms"] / d["median_ms"]})
-        log.info("K=%d query %.2f ms, dense+lookup %.2f ms", k, q["median_ms"], d["median_ms"])
+        plan = planned(uv)[1]
+        per_k.append(
+            {
+                "k": k,
+                "query": q,
+                "planned": p,
+                "plan": {"mode": plan.mode, "tile": plan.tile, **plan.counts},
+                "dense_lookup": d,
+                "ratio": q["median_ms"] / d["median_ms"],
+                "planned_ratio": p["median_ms"] / d["median_ms"],
+            }
+        )
+        log.info(
+            "K=%d query %.2f ms, planned %.2f ms (%s), dense+lookup %.2f ms",
+            k,
+            q["median_ms"],
+            p["median_ms"],
+            plan.mode,
+            d["median_ms"],
+        )
     return {
         "encoder": cfg.encoder,
         "size": list(cfg.size),
@@ -180,6 +204,7 @@ def run_timing(cfg: TimingConfig) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "memory_method": memory_method(dev),
         "phases": phases,
+        "planner_costs_ms": {"window": costs.window, "tile": costs.tile, "dense": costs.dense, "lookup": costs.lookup},
         "per_k": per_k,
         "crossover": crossover(per_k),
     }

@@ -1,32 +1,38 @@
 """Local path of SPD v15 (plan §6.3) and its exact sparse execution (DESIGN §1).
 
-One sequence of layers, written once in :meth:`LocalPath._run`, executed two ways:
+One sequence of layers, written once, executed two ways:
 
-* **dense** — padded convs on the full maps, ×2 bilinear upsampling:
-  ``stride_8_map`` [B,64,H/8,W/8] + L1 [B,C1,H/4,W/4] -> log-depth [B,1,H,W] (training, evaluation).
-* **windows** — per query, the same layers on the small windows of each stage's grid that the
-  2×2 output pixels around the query depend on. Zero padding is reproduced by zeroing window
-  positions outside the stage's map, and upsampling gathers the very source indices and
-  weights ``F.interpolate`` uses, from global coordinates. The result equals the dense map
-  sampled bilinearly at the query to float round-off, borders and corners included.
+* **stride 8, per frame** — ``conv_s8_1``, ``conv_s8_2`` on the whole ``stride_8_map``
+  (:meth:`LocalPath.stride8`). It does not depend on the queries and costs about as much as
+  five queries, so the frame pass runs it once (``FrameFeatures.local_s8``) and every query of
+  the frame shares it.
+* **the rest, dense or at windows** (:meth:`LocalPath._run`): ×2 up, merge with L1, ``conv_m1``,
+  ``conv_m2``, ×2 up, ``conv_u1``, ``conv_u2``, ×2 up, ``conv_f``. Dense: padded convs on full
+  maps, ``F.interpolate`` ×2 (training, evaluation). Windows: per execution unit — one query's
+  2×2 output pixels, or a tile of T×T output pixels shared by the queries inside it — the same
+  layers on the small windows of each stage's grid that the unit's output depends on. Zero
+  padding is reproduced by zeroing window positions outside the stage's map, and upsampling
+  gathers the very source indices and weights ``F.interpolate`` uses, from global coordinates.
+  The result equals the dense map at the unit's pixels to float round-off, borders included.
 
-Window table (sizes fixed per stage; origins from the output origin ``o1``, ``//`` = floor):
+Windows are derived per axis by walking the layers backwards from the unit's output window
+(:class:`AxisTable`): a 3×3 conv widens its input window by one on each side; a ×2 upsampling
+needs the source span of its destination window's interpolation indices. For a query (2×2
+output) this gives, per axis:
 
-==========  ======  ======  ========================
-stage key   stride  window  origin
-==========  ======  ======  ========================
-s8_in       8       11      o8 - 2   (stride_8_map gathered)
-s8_1        8       9       o8 - 1
-s8_2        8       7       o8 = (o4 - 2) // 2 - 1
-merge       4       10      o4 - 2   (L1 gathered)
-m1          4       8       o4 - 1
-m2          4       6       o4 = (o2 - 2) // 2 - 1
-u_in        2       8       o2 - 2
-u1          2       6       o2 - 1
-u2          2       4       o2 = (o1 - 1) // 2 - 1
-f_in        1       4       o1 - 1
-f           1       2       o1 = floor(v), floor(u) clamped to H-2, W-2
-==========  ======  ======  ========================
+==========  ======  ======  =====================================
+window      stride  width   what it holds
+==========  ======  ======  =====================================
+s8_2        8       7       ``local_s8`` gathered (conv_s8_2 out)
+merge       4       10      up(s8_2) + proj_l1(L1 gathered)
+m1          4       8       conv_m1 out
+m2          4       6       conv_m2 out
+u_in        2       8       up(m2)
+u1          2       6       conv_u1 out
+u2          2       4       conv_u2 out
+f_in        1       4       up(u2)
+f           1       2       conv_f out: the query's 2×2 pixels
+==========  ======  ======  =====================================
 """
 
 from __future__ import annotations
@@ -37,52 +43,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-WINDOW = {
-    "s8_in": 11,
-    "s8_1": 9,
-    "s8_2": 7,
-    "merge": 10,
-    "m1": 8,
-    "m2": 6,
-    "u_in": 8,
-    "u1": 6,
-    "u2": 4,
-    "f_in": 4,
-    "f": 2,
-}
-STRIDE = {
-    "s8_in": 8,
-    "s8_1": 8,
-    "s8_2": 8,
-    "merge": 4,
-    "m1": 4,
-    "m2": 4,
-    "u_in": 2,
-    "u1": 2,
-    "u2": 2,
-    "f_in": 1,
-    "f": 1,
-}
-
-
-def window_origins(o1: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Walk the dense path backwards from the output origin ``o1`` (one axis, any shape)."""
-    o2 = torch.div(o1 - 1, 2, rounding_mode="floor") - 1
-    o4 = torch.div(o2 - 2, 2, rounding_mode="floor") - 1
-    o8 = torch.div(o4 - 2, 2, rounding_mode="floor") - 1
-    return {
-        "s8_in": o8 - 2,
-        "s8_1": o8 - 1,
-        "s8_2": o8,
-        "merge": o4 - 2,
-        "m1": o4 - 1,
-        "m2": o4,
-        "u_in": o2 - 2,
-        "u1": o2 - 1,
-        "u2": o2,
-        "f_in": o1 - 1,
-        "f": o1,
-    }
+STRIDE = {"s8_2": 8, "merge": 4, "m1": 4, "m2": 4, "u_in": 2, "u1": 2, "u2": 2, "f_in": 1, "f": 1}
+# The window path walked backwards from the output: (window, how it is made, the window it feeds)
+BACKWARD = (
+    ("f_in", "conv", "f"),
+    ("u2", "up", "f_in"),
+    ("u1", "conv", "u2"),
+    ("u_in", "conv", "u1"),
+    ("m2", "up", "u_in"),
+    ("m1", "conv", "m2"),
+    ("merge", "conv", "m1"),
+    ("s8_2", "up", "merge"),
+)
+GATHERED = ("s8_2", "merge")  # windows read from full maps (local_s8, L1)
+UPSAMPLED = ("merge", "u_in", "f_in")  # destinations of the ×2 upsamplings
+QUERY_OUT = 2  # a query's output window: the 2×2 pixels around it
+MAX_CACHED_TABLES = 16  # (image size, unit size) table pairs LocalPath keeps
 
 
 def upsample_source_index(
@@ -102,54 +78,71 @@ def upsample_source_index(
     return i0, i1, src - i0
 
 
-MAX_CACHED_SIZES = 8  # image sizes whose window tables LocalPath keeps
-GATHERED = ("s8_in", "merge")  # windows read from the full maps
-UPS = (("s8_2", "merge"), ("m2", "u_in"), ("u2", "f_in"))  # ×2 upsampling: (source, destination) windows
-
-
 @dataclass(frozen=True)
-class AxisTable:
-    """Every index and weight the windows of one axis (rows or columns) need, for each output
-    origin ``o1`` in [0, n-2]; a query looks its row up instead of recomputing them.
+class AxisRows:
+    """One axis's indices and weights for N execution units (rows of an :class:`AxisTable`).
 
-    ``index`` long [n-1, Li]: clamped global indices of the gathered windows, then per upsampling
-    the local source indices i0, i1. ``weight`` float32 [n-1, Lf]: per window 1 inside the stage's
-    map and 0 outside, then per upsampling the weight of i1 (0 outside the map).
+    gather[key] long [N,w]: clamped global positions of a gathered window; inside[key] [N,w]:
+    1 inside the stage's map, 0 outside (what zero padding sees); up[dst]: (i0, i1, w1) [N,w]
+    window-local source indices of the ×2 upsampling into ``dst`` and the weight of i1
+    (0 outside the map).
     """
 
-    index: torch.Tensor
-    weight: torch.Tensor
+    gather: dict[str, torch.Tensor]
+    inside: dict[str, torch.Tensor]
+    up: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
-    INDEX_COLUMNS = (
-        *((f"gather_{k}", WINDOW[k]) for k in GATHERED),
-        *((f"{i}_{dst}", WINDOW[dst]) for _, dst in UPS for i in ("i0", "i1")),
-    )
-    WEIGHT_COLUMNS = (*((f"inside_{k}", w) for k, w in WINDOW.items()), *((f"w1_{dst}", WINDOW[dst]) for _, dst in UPS))
-    INDEX_WIDTHS = tuple(w for _, w in INDEX_COLUMNS)
-    WEIGHT_WIDTHS = tuple(w for _, w in WEIGHT_COLUMNS)
 
-    @classmethod
-    def build(cls, n: int, align_corners: bool, device: torch.device) -> AxisTable:
-        """Tables of an axis of ``n`` output pixels (stage ``key`` has ``n // STRIDE[key]``)."""
-        o = window_origins(torch.arange(n - 1))
-        size = {k: n // STRIDE[k] for k in WINDOW}
-        pos = {k: o[k][:, None] + torch.arange(w) for k, w in WINDOW.items()}  # global positions [n-1, w]
+class AxisTable:
+    """Every window of one axis (rows or columns) for each unit origin ``o`` in [0, n-out]: a unit
+    looks its row up instead of recomputing it. ``width[key]``: the window widths (the widest any
+    origin needs; a narrower one is zero-masked at its end)."""
+
+    def __init__(self, n: int, out: int, align_corners: bool, device: torch.device) -> None:
+        if not 2 <= out <= n:
+            raise ValueError(f"unit of {out} output pixels does not fit an axis of {n}")
+        self.n, self.out = n, out
+        size = {k: n // s for k, s in STRIDE.items()}
+        origin = {"f": torch.arange(n - out + 1)}
+        self.width = {"f": out}
+        pos = {"f": origin["f"][:, None] + torch.arange(out)}
+        up = {}
+        for key, kind, dst in BACKWARD:
+            if kind == "conv":  # a 3×3 conv: one more on each side
+                origin[key], self.width[key] = origin[dst] - 1, self.width[dst] + 2
+            else:  # ×2 upsampling: the span of the interpolation sources of the dst window
+                i0, i1, lam = upsample_source_index(
+                    pos[dst].clamp(0, size[dst] - 1), size[key], size[dst], align_corners
+                )
+                origin[key] = i0.min(1).values
+                self.width[key] = int((i1.max(1).values - origin[key]).max()) + 1
+                up[dst] = (i0 - origin[key][:, None], i1 - origin[key][:, None], lam)
+            pos[key] = origin[key][:, None] + torch.arange(self.width[key])
         inside = {k: ((p >= 0) & (p < size[k])).float() for k, p in pos.items()}
-        index = [pos[k].clamp(0, size[k] - 1) for k in GATHERED]
-        weight = list(inside.values())
-        for src, dst in UPS:
-            i0, i1, lam = upsample_source_index(pos[dst].clamp(0, size[dst] - 1), size[src], size[dst], align_corners)
-            index += [i0 - o[src][:, None], i1 - o[src][:, None]]
-            weight.append(lam * inside[dst])
-        return cls(torch.cat(index, 1).to(device), torch.cat(weight, 1).to(device))
+        columns = {f"gather_{k}": pos[k].clamp(0, size[k] - 1) for k in GATHERED}
+        columns |= {f"{name}_{dst}": t for dst in UPSAMPLED for name, t in zip(("i0", "i1"), up[dst][:2], strict=True)}
+        weights = {f"inside_{k}": t for k, t in inside.items()} | {f"w1_{d}": up[d][2] * inside[d] for d in UPSAMPLED}
+        # two packed tables, so a lookup is two gathers; the names only slice them
+        self._index, self._index_cols = self._pack(columns, device)
+        self._weight, self._weight_cols = self._pack(weights, device)
 
-    def lookup(self, origin: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Rows of the tables for output origins ``origin`` [N]: name -> [N, window] (index, weight)."""
-        index = torch.split(self.index[origin], self.INDEX_WIDTHS, dim=1)
-        weight = torch.split(self.weight[origin], self.WEIGHT_WIDTHS, dim=1)
-        return (
-            {name: t for (name, _), t in zip(self.INDEX_COLUMNS, index, strict=True)},
-            {name: t for (name, _), t in zip(self.WEIGHT_COLUMNS, weight, strict=True)},
+    @staticmethod
+    def _pack(cols: dict[str, torch.Tensor], device: torch.device) -> tuple[torch.Tensor, dict[str, slice]]:
+        slices, start = {}, 0
+        for name, t in cols.items():
+            slices[name] = slice(start, start + t.shape[1])
+            start += t.shape[1]
+        return torch.cat(list(cols.values()), 1).to(device), slices
+
+    def rows(self, origin: torch.Tensor) -> AxisRows:
+        """The windows of units at ``origin`` [N] (each in [0, n-out])."""
+        ix, w = self._index[origin], self._weight[origin]
+        col = {name: ix[:, s] for name, s in self._index_cols.items()}
+        wt = {name: w[:, s] for name, s in self._weight_cols.items()}
+        return AxisRows(
+            gather={k: col[f"gather_{k}"] for k in GATHERED},
+            inside={k[7:]: t for k, t in wt.items() if k.startswith("inside_")},
+            up={d: (col[f"i0_{d}"], col[f"i1_{d}"], wt[f"w1_{d}"]) for d in UPSAMPLED},
         )
 
 
@@ -168,62 +161,57 @@ class _DenseOps:
     def conv(self, layer: nn.Conv2d, x: torch.Tensor, key: str) -> torch.Tensor:
         return F.gelu(layer(x))
 
-    def up(self, x: torch.Tensor, src: str, dst: str) -> torch.Tensor:
+    def up(self, x: torch.Tensor, dst: str) -> torch.Tensor:
         return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=self.align_corners)
 
 
 class _WindowOps:
-    """Execute the local path on per-query windows [N,C,w,w] (N queries, one batch each), with the
-    indices and weights of each query's rows and columns looked up in the image size's tables."""
+    """Execute the local path on the windows [N,C,wy,wx] of N units (one batch element each)."""
 
-    def __init__(
-        self, bidx: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, tables: tuple[AxisTable, AxisTable]
-    ) -> None:
-        self.bidx = bidx
-        (self.iy, self.wy), (self.ix, self.wx) = tables[0].lookup(oy), tables[1].lookup(ox)
+    def __init__(self, bidx: torch.Tensor, rows: AxisRows, cols: AxisRows) -> None:
+        self.bidx, self.ry, self.rx = bidx, rows, cols
         self._masks: dict[tuple[str, torch.dtype], torch.Tensor] = {}
 
     def mask(self, x: torch.Tensor, key: str) -> torch.Tensor:
         """Zero the window positions outside the stage's map (what zero padding sees)."""
         m = self._masks.get((key, x.dtype))
         if m is None:
-            inside = self.wy[f"inside_{key}"][:, :, None] * self.wx[f"inside_{key}"][:, None, :]
+            inside = self.ry.inside[key][:, :, None] * self.rx.inside[key][:, None, :]
             m = self._masks[(key, x.dtype)] = inside[:, None].to(x.dtype)
         return x * m
 
     def gather(self, fmap: torch.Tensor, key: str) -> torch.Tensor:
-        """Window ``key`` of a full map [B,C,h,w] -> [N,C,win,win], integer indices only."""
-        rows, cols = self.iy[f"gather_{key}"], self.ix[f"gather_{key}"]
+        """Window ``key`` of a full map [B,C,h,w] -> [N,C,wy,wx], integer indices only."""
+        rows, cols = self.ry.gather[key], self.rx.gather[key]
         x = fmap[self.bidx[:, None, None], :, rows[:, :, None], cols[:, None, :]]
         return self.mask(x.permute(0, 3, 1, 2), key)
 
     def conv(self, layer: nn.Conv2d, x: torch.Tensor, key: str) -> torch.Tensor:
         return self.mask(F.gelu(F.conv2d(x, layer.weight, layer.bias)), key)
 
-    def up(self, x: torch.Tensor, src: str, dst: str) -> torch.Tensor:
-        """×2 bilinear upsampling of window ``src`` [N,C,s,s] evaluated on window ``dst`` [N,C,d,d].
+    def up(self, x: torch.Tensor, dst: str) -> torch.Tensor:
+        """×2 bilinear upsampling of a window [N,C,s,s] evaluated on window ``dst``.
 
         Columns then rows: gather the two source lines per output line (whole C-vectors, NHWC
-        order) and blend them with F.interpolate's weights, zeroed outside the map (the ``dst``
-        mask). The result is channels_last, the layout the next conv runs fastest in.
+        order) and blend them with F.interpolate's weights, zeroed outside the map. The result is
+        channels_last, the layout the next conv runs fastest in.
         """
         n = torch.arange(x.shape[0], device=x.device)[:, None]
-        x = self._lerp_lines(x.permute(0, 3, 2, 1), n, self.ix, self.wx, dst)  # [N, cols, rows, C]
-        x = self._lerp_lines(x.transpose(1, 2), n, self.iy, self.wy, dst)
-        return x.permute(0, 3, 1, 2)  # [N, rows, cols, C] -> [N,C,d,d]
+        x = self._lerp_lines(x.permute(0, 3, 2, 1), n, self.rx, dst)  # [N, cols, rows, C]
+        x = self._lerp_lines(x.transpose(1, 2), n, self.ry, dst)
+        return x.permute(0, 3, 1, 2)  # [N, rows, cols, C] -> [N,C,rows,cols]
 
     @staticmethod
-    def _lerp_lines(
-        x: torch.Tensor, n: torch.Tensor, index: dict[str, torch.Tensor], weight: dict[str, torch.Tensor], dst: str
-    ) -> torch.Tensor:
+    def _lerp_lines(x: torch.Tensor, n: torch.Tensor, axis: AxisRows, dst: str) -> torch.Tensor:
         """Lines of x [N,s,...] at the ``dst`` window's positions -> [N,d,...], zero outside the map."""
-        w1 = weight[f"w1_{dst}"].to(x.dtype)[:, :, None, None]
-        w0 = weight[f"inside_{dst}"].to(x.dtype)[:, :, None, None] - w1
-        return x[n, index[f"i0_{dst}"]] * w0 + x[n, index[f"i1_{dst}"]] * w1
+        i0, i1, w1 = axis.up[dst]
+        w1 = w1.to(x.dtype)[:, :, None, None]
+        w0 = axis.inside[dst].to(x.dtype)[:, :, None, None] - w1
+        return x[n, i0] * w0 + x[n, i1] * w1
 
 
 class LocalPath(nn.Module):
-    """stride_8_map + L1 -> log-depth, dense or at query windows (plan §6.3 layer names)."""
+    """stride_8_map + L1 -> log-depth, dense or at windows (plan §6.3 layer names)."""
 
     def __init__(
         self, l1_dim: int, s8_dim: int = 64, dim: int = 64, head_dim: int = 32, align_corners: bool = False
@@ -244,46 +232,55 @@ class LocalPath(nn.Module):
         self.conv_u2 = conv3(dim, dim)
         self.conv_f = conv3(dim, head_dim)
 
-    def _run(self, ops: _DenseOps | _WindowOps, s8: torch.Tensor, l1: torch.Tensor) -> torch.Tensor:
-        """The local path once, for either execution. Returns conv_f features [.,head_dim,.,.]."""
-        x = ops.conv(self.conv_s8_1, ops.gather(s8, "s8_in"), "s8_1")
-        x = ops.conv(self.conv_s8_2, x, "s8_2")
-        x = ops.up(x, "s8_2", "merge")
+    def stride8(self, s8: torch.Tensor) -> torch.Tensor:
+        """The stride-8 convs on the whole ``stride_8_map`` [B,s8_dim,H/8,W/8] -> ``local_s8`` [B,dim,H/8,W/8],
+        once per frame (shared by every query)."""
+        return F.gelu(self.conv_s8_2(F.gelu(self.conv_s8_1(s8))))
+
+    def _run(self, ops: _DenseOps | _WindowOps, local_s8: torch.Tensor, l1: torch.Tensor) -> torch.Tensor:
+        """The local path after the stride-8 convs, for either execution -> conv_f features."""
+        x = ops.up(ops.gather(local_s8, "s8_2"), "merge")
         x = ops.mask(F.gelu(x + self.proj_l1(ops.gather(l1, "merge"))), "merge")
         x = ops.conv(self.conv_m1, x, "m1")
         x = ops.conv(self.conv_m2, x, "m2")
-        x = ops.up(x, "m2", "u_in")
+        x = ops.up(x, "u_in")
         x = ops.conv(self.conv_u1, x, "u1")
         x = ops.conv(self.conv_u2, x, "u2")
-        x = ops.up(x, "u2", "f_in")
+        x = ops.up(x, "f_in")
         return ops.conv(self.conv_f, x, "f")
 
-    def dense(self, s8: torch.Tensor, l1: torch.Tensor) -> torch.Tensor:
+    def dense(self, local_s8: torch.Tensor, l1: torch.Tensor) -> torch.Tensor:
         """Padded execution on full maps -> features [B,head_dim,H,W]."""
-        return self._run(_DenseOps(self.align_corners), s8, l1)
+        return self._run(_DenseOps(self.align_corners), local_s8, l1)
 
     def at_windows(
         self,
-        s8: torch.Tensor,
+        local_s8: torch.Tensor,
         l1: torch.Tensor,
         bidx: torch.Tensor,
         oy: torch.Tensor,
         ox: torch.Tensor,
         image_size: tuple[int, int],
+        out: int | tuple[int, int] = QUERY_OUT,
     ) -> torch.Tensor:
-        """Window execution -> features of the 2×2 output pixels at (oy, ox): [N,head_dim,2,2].
+        """Window execution -> features of the out×out output pixels from (oy, ox): [N,head_dim,oh,ow].
 
-        ``bidx`` [N] batch index per query; ``oy``/``ox`` [N] output origins, already clamped
-        to [0, H-2] / [0, W-2].
+        ``bidx`` [N] batch index per unit; ``oy``/``ox`` [N] unit origins in [0, H-oh] / [0, W-ow];
+        ``out`` 2 for queries (their 2×2 pixels), T for shared tiles (per axis when a tuple).
         """
-        return self._run(_WindowOps(bidx, oy, ox, self.axis_tables(image_size, s8.device)), s8, l1)
+        ty, tx = self.axis_tables(image_size, out, local_s8.device)
+        return self._run(_WindowOps(bidx, ty.rows(oy), tx.rows(ox)), local_s8, l1)
 
-    def axis_tables(self, image_size: tuple[int, int], device: torch.device) -> tuple[AxisTable, AxisTable]:
-        """(rows, columns) tables of an image size, built on first use and kept (a few kB each)."""
-        key = (*image_size, self.align_corners, str(device))
+    def axis_tables(
+        self, image_size: tuple[int, int], out: int | tuple[int, int], device: torch.device
+    ) -> tuple[AxisTable, AxisTable]:
+        """(rows, columns) tables of an image size and unit size, built on first use and kept (kB each)."""
+        outs = (out, out) if isinstance(out, int) else tuple(out)
+        key = (*image_size, *outs, self.align_corners, str(device))
         tables = self._tables.get(key)
         if tables is None:
-            if len(self._tables) >= MAX_CACHED_SIZES:
+            if len(self._tables) >= MAX_CACHED_TABLES:
                 self._tables.clear()
-            tables = self._tables[key] = tuple(AxisTable.build(n, self.align_corners, device) for n in image_size)
+            tables = tuple(AxisTable(n, o, self.align_corners, device) for n, o in zip(image_size, outs, strict=True))
+            self._tables[key] = tables
         return tables

@@ -6,7 +6,8 @@
     d_q = model.query(feats, uv)       # uv [B,K,2] pixels (x right, y down) -> [B,K]
 
 ``query`` equals the bilinear sample of ``decode_dense`` at ``uv`` to float round-off
-(DESIGN §1); see :mod:`spd_core.model.local_path` for how.
+(DESIGN §1); see :mod:`spd_core.model.local_path` for how, and :mod:`spd_core.model.query_plan`
+for the cheapest of its exact executions (windows, shared tiles, dense) that a call picks.
 
 ConvNeXt V2 pretrained weights (timm ``convnextv2_*.fcmae*``) are licensed CC-BY-NC-4.0.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from dataclasses import asdict, dataclass, fields
 
 import timm
@@ -24,7 +26,8 @@ from torch import nn
 
 from spd_core.device import autocast
 from spd_core.model.fpn import DPTFPN
-from spd_core.model.local_path import LocalPath
+from spd_core.model.local_path import QUERY_OUT, LocalPath
+from spd_core.model.query_plan import TILE_SIZES, CostModel, QueryPlan, mac_costs, plan_queries
 
 log = logging.getLogger(__name__)
 
@@ -59,29 +62,32 @@ class ModelConfig:
 
 @dataclass
 class FrameFeatures:
-    """What one encoder pass leaves for the decoders.
+    """What one frame pass (encoder + FPN + the local path's stride-8 convs) leaves for the decoders.
 
-    l1: [B,C1,H/4,W/4] encoder stage 1; s8: [B,fpn_dim,H/8,W/8] ``stride_8_map``;
-    size: (H, W) of the network input.
+    l1: [B,C1,H/4,W/4] encoder stage 1; local_s8: [B,local_dim,H/8,W/8] the ``stride_8_map``
+    through conv_s8_1, conv_s8_2; size: (H, W) of the network input; dense_depth: the dense
+    metric depth [B,1,H,W], kept once a query call computed it (see :mod:`query_plan`).
     """
 
     l1: torch.Tensor
-    s8: torch.Tensor
+    local_s8: torch.Tensor
     size: tuple[int, int]
+    dense_depth: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
-        return self.s8.shape[0]
+        return self.local_s8.shape[0]
 
     def select(self, i: int) -> FrameFeatures:
         """Features of batch element ``i`` alone (batch size 1)."""
-        return FrameFeatures(self.l1[i : i + 1], self.s8[i : i + 1], self.size)
+        return FrameFeatures(self.l1[i : i + 1], self.local_s8[i : i + 1], self.size)
 
     def to(self, device: torch.device | str) -> FrameFeatures:
-        return FrameFeatures(self.l1.to(device), self.s8.to(device), self.size)
+        return FrameFeatures(self.l1.to(device), self.local_s8.to(device), self.size)
 
     def nbytes(self) -> int:
-        return self.l1.numel() * self.l1.element_size() + self.s8.numel() * self.s8.element_size()
+        kept = (self.l1, self.local_s8, *(() if self.dense_depth is None else (self.dense_depth,)))
+        return sum(t.numel() * t.element_size() for t in kept)
 
 
 def create_encoder(name: str, weights: str | None = None, drop_path_rate: float = 0.0) -> nn.Module:
@@ -133,47 +139,154 @@ class SPDModel(nn.Module):
             raise ValueError(f"input size {h}x{w} must be multiples of 32 (resize or pad the image)")
         with autocast(x.device, precision):
             l1, l2, l3, l4 = self.encoder(x)
-            s8 = self.fpn(l2, l3, l4)
-        return FrameFeatures(l1=l1, s8=s8, size=(h, w))
+            local_s8 = self.local.stride8(self.fpn(l2, l3, l4))
+        return FrameFeatures(l1=l1, local_s8=local_s8, size=(h, w))
 
     def decode_dense(self, feats: FrameFeatures, precision: str = "fp32") -> torch.Tensor:
         """Padded local path on full maps -> metric depth [B,1,H,W]."""
-        with autocast(feats.s8.device, precision):
-            log_depth = self.dense_head(self.local.dense(feats.s8, feats.l1))
+        with autocast(feats.local_s8.device, precision):
+            log_depth = self.dense_head(self.local.dense(feats.local_s8, feats.l1))
         return log_depth.float().exp()
 
     def query(
-        self, feats: FrameFeatures, uv: torch.Tensor, precision: str = "fp32", chunk: int | None = None
+        self,
+        feats: FrameFeatures,
+        uv: torch.Tensor,
+        precision: str = "fp32",
+        chunk: int | None = None,
+        costs: CostModel | None = None,
     ) -> torch.Tensor:
         """Metric depth at pixels ``uv`` [B,K,2] (x right, y down, pixel centres at integers).
 
         Returns [B,K]: the bilinear sample of ``decode_dense(feats)`` at each query; NaN where
-        ``uv`` is not finite or outside [0, W-1] × [0, H-1]. Work is O(K), in chunks of ``chunk``.
+        ``uv`` is not finite or outside [0, W-1] × [0, H-1]. ``costs`` None: every query on its
+        own windows, O(K) work in chunks of ``chunk`` (a lookup if the frame keeps its dense map);
+        else the cheapest exact execution under ``costs`` (:meth:`execute`).
         """
+        return self.execute(feats, uv, precision, chunk, costs)[0]
+
+    def execute(
+        self,
+        feats: FrameFeatures,
+        uv: torch.Tensor,
+        precision: str = "fp32",
+        chunk: int | None = None,
+        costs: CostModel | None = None,
+    ) -> tuple[torch.Tensor, QueryPlan]:
+        """:meth:`query`, and the plan it ran (windows, shared tiles or dense; :func:`plan_queries`)."""
         b, h, w = feats.batch_size, *feats.size
         if uv.ndim != 3 or uv.shape[0] != b or uv.shape[2] != 2:
             raise ValueError(f"uv must be [B={b},K,2], got {tuple(uv.shape)}")
         k = uv.shape[1]
-        uv = uv.to(device=feats.s8.device, dtype=torch.float32).reshape(b * k, 2)
+        dev = feats.local_s8.device
+        uv = uv.to(device=dev, dtype=torch.float32).reshape(b * k, 2)
         u, v = uv.unbind(-1)
         valid = torch.isfinite(uv).all(-1) & (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
         u, v = torch.where(valid, u, 0.0), torch.where(valid, v, 0.0)
         ox = u.floor().long().clamp(0, w - 2)
         oy = v.floor().long().clamp(0, h - 2)
-        bidx = torch.arange(b, device=uv.device).repeat_interleave(k)
-        out = torch.empty(b * k, device=uv.device)
-        chunk = max(1, chunk or QUERY_CHUNK.get(uv.device.type, 1024))
-        for s in range(0, b * k, chunk):
-            e = min(s + chunk, b * k)
-            with autocast(uv.device, precision):
-                feat = self.local.at_windows(feats.s8, feats.l1, bidx[s:e], oy[s:e], ox[s:e], (h, w))
-                log_d = self.dense_head(feat)
-            d = log_d.float().exp()[:, 0]  # [n,2,2] depth at rows oy..oy+1, cols ox..ox+1
-            wx = (u[s:e] - ox[s:e]).view(-1, 1)
-            wy = (v[s:e] - oy[s:e]).view(-1)
-            rows = d[:, :, 0] * (1 - wx) + d[:, :, 1] * wx  # [n,2]
-            out[s:e] = rows[:, 0] * (1 - wy) + rows[:, 1] * wy
-        return torch.where(valid, out, torch.nan).view(b, k)
+        bidx = torch.arange(b, device=dev).repeat_interleave(k)
+        # queries sharing a 2×2 origin share its depths: plan and run the distinct origins only
+        (ub, uy, ux), inverse = (bidx, oy, ox), None
+        if costs is not None and b * k > 1 and feats.dense_depth is None:
+            key, inverse = torch.unique((bidx * h + oy) * w + ox, return_inverse=True)
+            ub, uy, ux = key // (h * w), key % (h * w) // w, key % w
+        plan = plan_queries(ub, uy, ux, (h, w), costs, feats.dense_depth is not None)
+        chunk = max(1, chunk or QUERY_CHUNK.get(dev.type, 1024))
+        if plan.mode in ("dense", "lookup"):
+            if feats.dense_depth is None:
+                feats.dense_depth = self.decode_dense(feats, precision)
+            dy, dx = torch.arange(2, device=dev)[:, None], torch.arange(2, device=dev)
+            d = feats.dense_depth[bidx[:, None, None], 0, oy[:, None, None] + dy, ox[:, None, None] + dx]
+        else:
+            d = torch.empty(len(uy), 2, 2, device=dev)
+            for s in range(0, len(plan.windows), chunk):
+                i = plan.windows[s : s + chunk]
+                d[i] = self._unit_depth(feats, ub[i], uy[i], ux[i], QUERY_OUT, precision)
+            if plan.tile:
+                d[plan.tiled] = self._tiled_depth(feats, plan, uy, ux, chunk, precision)
+            if inverse is not None:
+                d = d[inverse]
+        wx, wy = (u - ox).view(-1, 1), (v - oy).view(-1)
+        rows = d[:, :, 0] * (1 - wx) + d[:, :, 1] * wx  # [n,2]: depth at rows oy, oy+1
+        out = rows[:, 0] * (1 - wy) + rows[:, 1] * wy
+        return torch.where(valid, out, torch.nan).view(b, k), plan
+
+    def _unit_depth(
+        self, feats: FrameFeatures, bidx: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, out: int, precision: str
+    ) -> torch.Tensor:
+        """Metric depth [N,out,out] of N execution units (query windows or tiles) from (oy, ox)."""
+        with autocast(oy.device, precision):
+            feat = self.local.at_windows(feats.local_s8, feats.l1, bidx, oy, ox, feats.size, out)
+            log_d = self.dense_head(feat)
+        return log_d.float().exp()[:, 0]
+
+    def _tiled_depth(
+        self, feats: FrameFeatures, plan: QueryPlan, oy: torch.Tensor, ox: torch.Tensor, chunk: int, precision: str
+    ) -> torch.Tensor:
+        """The 2×2 depths [M,2,2] of the plan's tiled queries, read from their shared tiles."""
+        t = plan.tile
+        per_pass = max(1, chunk * QUERY_OUT**2 // (t * t))  # tiles per pass: as many pixels as a query chunk
+        tiles = torch.cat(
+            [
+                self._unit_depth(
+                    feats,
+                    plan.tile_bidx[s : s + per_pass],
+                    plan.tile_oy[s : s + per_pass],
+                    plan.tile_ox[s : s + per_pass],
+                    t,
+                    precision,
+                )
+                for s in range(0, len(plan.tile_bidx), per_pass)
+            ]
+        )  # [n_tiles, T, T]
+        q, tid = plan.tiled, plan.tile_of
+        ly = (oy[q] - plan.tile_oy[tid])[:, None, None] + torch.arange(2, device=oy.device)[:, None]
+        lx = (ox[q] - plan.tile_ox[tid])[:, None, None] + torch.arange(2, device=oy.device)
+        return tiles[tid[:, None, None], ly, lx]
+
+    def mac_costs(self, size: tuple[int, int], device: torch.device | str = "cpu") -> CostModel:
+        """The planner's costs in MACs for network input ``size`` (H, W)."""
+        c = self.config
+        tables = {t: self.local.axis_tables(size, t, torch.device(device)) for t in (QUERY_OUT, *TILE_SIZES)}
+        return mac_costs(tables, self.local.proj_l1.in_channels, c.local_dim, c.head_dim)
+
+    @torch.inference_mode()
+    def measure_costs(self, feats: FrameFeatures, precision: str = "fp32", repeats: int = 3) -> CostModel:
+        """The planner's costs in ms, timed on ``feats``' device and size (best of ``repeats``)."""
+        dev, (h, w) = feats.local_s8.device, feats.size
+        one = feats.select(0)
+        g = torch.Generator().manual_seed(0)
+
+        def ms(fn) -> float:
+            fn()  # warm-up (tables, allocator)
+            times = []
+            for _ in range(repeats):
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)
+                t0 = time.perf_counter()
+                fn()
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)
+                times.append((time.perf_counter() - t0) * 1e3)
+            return min(times)  # the least disturbed run: other processes only ever add time
+
+        def units(out: int, n: int) -> float:
+            oy = torch.randint(0, h - out + 1, (n,), generator=g).to(dev)
+            ox = torch.randint(0, w - out + 1, (n,), generator=g).to(dev)
+            bidx = torch.zeros(n, dtype=torch.long, device=dev)
+            return ms(lambda: self._unit_depth(one, bidx, oy, ox, out, precision))
+
+        n = 32
+        one_window, windows = units(QUERY_OUT, 1), units(QUERY_OUT, n)
+        window = max((windows - one_window) / (n - 1), 1e-6)  # per query, beyond the pass's fixed cost
+        call = max(one_window - window, 0.0)
+        tiles = {t: max((units(t, 8) - call) / 8, window) for t in TILE_SIZES if t <= min(h, w)}
+        dense = ms(lambda: self.decode_dense(one, precision))
+        kept = FrameFeatures(one.l1, one.local_s8, one.size, self.decode_dense(one, precision))
+        uv = (torch.rand(1, n, 2, generator=g) * torch.tensor([w - 1.0, h - 1.0])).to(dev)
+        lookup = ms(lambda: self.execute(kept, uv, precision)) / n
+        return CostModel(window, tiles, dense, lookup, unit="ms", call=call)
 
     def forward(self, x: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
         """Training forward: x [B,3,H,W] -> dense metric depth [B,1,H,W]."""
