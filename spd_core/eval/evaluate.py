@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> dict:
     ckpt = load_checkpoint(args.checkpoint)
     device = resolve_device(args.device)
     predictor = DepthPredictor.from_model(
-        ckpt.build_model(device),
+        ckpt.build_model(device, f"checkpoint {args.checkpoint}"),
         ckpt,
         device,
         args.precision,
