@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import torch.distributed as torch_dist
 
+from spd_core.cli_args import OneLineParser
 from spd_core.config import ConfigError, TrainConfig, data_errors, load_config, one_line
 from spd_core.device import resolve_device
 from spd_core.model.checkpoint import CheckpointError
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="spd-train",
         description="Train the SPD depth model (dense SILog, AdamW, warm-up + poly decay, AMP, DDP via torchrun).",
         epilog="Overrides use dotted keys of the YAML, e.g. optim.lr=2e-4 data.batch_size=8 "
