@@ -87,10 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def check_encoder(name: str) -> None:
+def check_encoder(name: str, flag: str = "--encoder") -> None:
     """ValueError (one line) unless ``name`` is a timm convnextv2_* architecture (no download)."""
     if not name.startswith("convnextv2_") or not timm.is_model(name):
-        raise ValueError(f"encoder {name!r} is not a timm convnextv2_* model (e.g. convnextv2_tiny, convnextv2_atto)")
+        raise ValueError(f"{flag} {name!r} is not a timm convnextv2_* model (e.g. convnextv2_tiny, convnextv2_atto)")
 
 
 def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
@@ -100,7 +100,7 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         if getattr(args, key) is None:
             setattr(args, key, value)
     check_encoder(args.encoder)
-    check_encoder(args.macs_encoder)
+    check_encoder(args.macs_encoder, "--macs-encoder")
     args.device = resolve_device(args.device)
     check_precision(args.precision, args.device)
     return args
