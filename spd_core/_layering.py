@@ -19,6 +19,7 @@ LAYERS: dict[str, int] = {
     "device": 0,
     "preprocess": 0,
     "camera": 0,
+    "cli_args": 0,
     "model": 1,
     "data": 1,
     "predictor": 2,

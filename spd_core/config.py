@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ DATASET_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
 }
 DATASET_REQUIRED = {"synthetic": (), "nyu": ("data_root", "filelist"), "rosbag": ("path",)}
 AMP_MODES = ("auto", "off", "fp16", "bf16")
+TYPE_WORDS: dict[Any, str] = {float: "finite number", int: "integer", bool: "boolean (true/false)"}
 
 
 @dataclass
@@ -98,6 +100,7 @@ class RunSection:
     tensorboard: bool = True
     progress: bool = True
     resume: str | None = None
+    overwrite: bool = False  # replace an earlier run in output_dir (else refused, unless resuming it)
 
 
 @dataclass
@@ -140,7 +143,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
                 raise TypeError
             return dict(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"config key {key!r} = {value!r} is not a valid {getattr(hint, '__name__', hint)}") from None
+        what = TYPE_WORDS.get(hint, getattr(hint, "__name__", hint))
+        raise ConfigError(f"config key {key!r} = {value!r} is not a valid {what}") from None
     return value
 
 
@@ -159,6 +163,8 @@ def _coerce_scalar(value: Any, kind: type) -> Any:
     out = kind(value)
     if kind is int and isinstance(value, float) and out != value:
         raise TypeError
+    if kind is float and not math.isfinite(out):  # .inf / nan: no setting means that (null switches off)
+        raise ValueError
     return out
 
 

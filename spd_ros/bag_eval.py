@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from spd_core.cli_args import OneLineParser, check_out_dir, nonneg_float, positive_float, positive_int
+from spd_core.config import one_line
 from spd_core.eval.bag import QUERY_MODES, evaluate_offline, plan_frames, recorded_queries
 from spd_core.eval.bag_report import print_summary, write_report
 
@@ -40,7 +42,7 @@ def parse_grid(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="spd-bag-eval", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("bag", type=Path, help="rosbag2 directory or file (sqlite3 or mcap)")
@@ -50,22 +52,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--info-topic", default=DEFAULT_TOPICS["info"], help="CameraInfo topic ('' = none)")
     p.add_argument("--queries-topic", default="", help="recorded PolygonStamped queries (mode 'topic')")
     p.add_argument("--mode", choices=QUERY_MODES, default="random", help="which pixels to query")
-    p.add_argument("-k", type=int, default=128, help="random mode: queries per frame")
+    p.add_argument("-k", type=positive_int, default=128, help="random mode: queries per frame")
     p.add_argument("--grid", type=parse_grid, default=(8, 6), help="grid mode: NXxNY pixels")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-frames", type=int, default=None)
-    p.add_argument("--tolerance", type=float, default=0.02, help="colour/depth stamp matching (s)")
+    p.add_argument("--max-frames", type=positive_int, default=None)
+    p.add_argument("--tolerance", type=nonneg_float, default=0.02, help="colour/depth stamp matching (s)")
     p.add_argument("--out", type=Path, default=Path("outputs/bag_eval"), help="report directory")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (offline, and a started node)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
     p.add_argument("--no-progress", action="store_true")
     live = p.add_argument_group("live replay into spd_node")
     live.add_argument("--live", action="store_true", help="replay into a running spd_node instead")
-    live.add_argument("--rate", type=float, default=1.0, help="replay speed factor (1 = real time)")
+    live.add_argument("--rate", type=positive_float, default=1.0, help="replay speed factor (1 = real time)")
     live.add_argument("--start-node", action="store_true", help="start spd_node with --checkpoint here")
     live.add_argument("--params-file", type=Path, default=None, help="params file for --start-node")
     live.add_argument("--namespace", default="", help="namespace of spd_node's topics")
-    live.add_argument("--answer-timeout", type=float, default=5.0, help="s to wait for the last answers")
+    live.add_argument("--answer-timeout", type=positive_float, default=5.0, help="s to wait for the last answers")
     return p
 
 
@@ -88,9 +90,11 @@ def open_bag(args: argparse.Namespace) -> tuple[Any, dict | None]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Evaluate and write the report; returns the summary."""
+    check_out_dir(args.out)
     dataset, queries = open_bag(args)
+    skipped: list[int] = []  # frames whose image cannot be decoded (corrupt, oversized): skipped and counted
     plans = plan_frames(
-        dataset, args.mode, args.k, args.grid, args.seed, queries, args.max_frames, keep_images=not args.live
+        dataset, args.mode, args.k, args.grid, args.seed, queries, args.max_frames, not args.live, skipped
     )
     extra = {"bag": str(args.bag), "mode": args.mode, "checkpoint": str(args.checkpoint or ""), "live": bool(args.live)}
     if args.live:
@@ -106,8 +110,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         predictor = DepthPredictor.from_checkpoint(str(args.checkpoint), args.device, args.precision)
         n = len(dataset) if args.max_frames is None else min(len(dataset), args.max_frames)
         results = evaluate_offline(predictor, plans, progress=not args.no_progress, total=n)
+    extra["frames_skipped"] = len(skipped)
     if not results:
-        raise ValueError(f"no frames evaluated in {args.bag} (no matched colour/depth pairs or queries)")
+        why = f"{len(skipped)} frames undecodable" if skipped else "no matched colour/depth pairs or queries"
+        raise ValueError(f"no frames evaluated in {args.bag} ({why})")
     return write_report(args.out, results, lambda i: dataset[i]["image"], extra)
 
 
@@ -120,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = run(args)
     except (DataError, CheckpointError, ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"spd-bag-eval: error: {e}", file=sys.stderr)
+        print(f"spd-bag-eval: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("spd-bag-eval: interrupted", file=sys.stderr)

@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from spd_core.bench.cli import OneLineParser, check_out_dir, environment, loadavg, parse_ks, parse_size, write_report
+from spd_core.bench.cli import check_encoder, environment, loadavg, parse_ks, parse_size, write_report
 from spd_core.bench.timing import time_fn
+from spd_core.cli_args import OneLineParser, check_out_dir, nonneg_int, positive_int
 from spd_core.device import PRECISIONS, check_precision, resolve_device
 from spd_core.eval.bag_report import percentiles
 from spd_core.model.checkpoint import make_checkpoint, save_checkpoint
@@ -360,12 +361,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="spd-bench-node", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads of node and client (default: torch's)")
+    p.add_argument(
+        "--threads", type=positive_int, default=None, help="torch CPU threads of node and client (default: torch's)"
+    )
     p.add_argument("--encoder", default="convnextv2_atto", help="timm convnextv2_* (default convnextv2_atto)")
     p.add_argument("--size", type=parse_size, default=(96, 128), help="input HxW (default 96x128)")
     p.add_argument("--ks", type=parse_ks, default=(1, 16, 64, 128), help="query counts (default 1,16,64,128)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed queries before timing (default 1)")
-    p.add_argument("--queries", type=int, default=50, help="query messages per K (default 50)")
+    p.add_argument("--warmup", type=nonneg_int, default=1, help="untimed queries before timing (default 1)")
+    p.add_argument("--queries", type=positive_int, default=50, help="query messages per K (default 50)")
     p.add_argument("--out", type=Path, default=None, help="directory for bench.json and bench.md")
     return p
 
@@ -375,10 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     try:
-        if args.queries < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
-            raise ValueError("--queries and --threads must be ≥ 1, --warmup ≥ 0")
-        if not args.encoder.startswith("convnextv2_"):
-            raise ValueError(f"encoder {args.encoder!r} is not a timm convnextv2_* model")
+        check_encoder(args.encoder)
         check_out_dir(args.out)
         args.device = resolve_device(args.device)
         check_precision(args.precision, args.device)

@@ -16,29 +16,41 @@ import sys
 import time
 from pathlib import Path
 
+from spd_core.cli_args import OneLineParser, image_size, input_size, positive_float, positive_int
+
 log = logging.getLogger("spd_demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="spd-demo", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="spd-demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("outputs/demo"), help="working directory")
-    p.add_argument("--frames", type=int, default=40, help="frames in the replayed bag")
-    p.add_argument("--size", default="240x320", help="bag image size HxW")
-    p.add_argument("--train-images", type=int, default=512, help="synthetic training scenes")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--max-steps", type=int, default=None, help="cap on training steps (tests)")
-    p.add_argument("--input-size", default="96x128", help="model input HxW (multiples of 32)")
-    p.add_argument("--keypoints", type=int, default=64, help="keypoint queries per frame")
-    p.add_argument("--rate", type=float, default=1.0, help="replay speed factor")
-    p.add_argument("--bag-hz", type=float, default=5.0, help="frame rate of the synthetic bag")
+    p.add_argument("--frames", type=positive_int, default=40, help="frames in the replayed bag")
+    p.add_argument("--size", type=image_size, default=(240, 320), help="bag image size HxW (default 240x320)")
+    p.add_argument("--train-images", type=positive_int, default=512, help="synthetic training scenes")
+    p.add_argument("--epochs", type=positive_int, default=3)
+    p.add_argument("--max-steps", type=positive_int, default=None, help="cap on training steps (tests)")
+    p.add_argument(
+        "--input-size", type=input_size, default=(96, 128), help="model input HxW, multiples of 32 (default 96x128)"
+    )
+    p.add_argument("--keypoints", type=positive_int, default=64, help="keypoint queries per frame")
+    p.add_argument("--rate", type=positive_float, default=1.0, help="replay speed factor")
+    p.add_argument("--bag-hz", type=positive_float, default=5.0, help="frame rate of the synthetic bag")
     p.add_argument("--storage", choices=("sqlite3", "mcap"), default="mcap")
     p.add_argument("--device", default="auto")
     return p
 
 
-def _hw(text: str) -> tuple[int, int]:
-    h, w = (int(t) for t in text.lower().split("x"))
-    return h, w
+def _out_dir_problem(out: Path) -> str | None:
+    """Why ``out`` cannot hold this run (a file, an earlier run, not creatable), else None (it is created)."""
+    if out.exists() and not out.is_dir():
+        return f"--out {out} is a file"
+    if (out / "bag").exists() or (out / "train").exists():
+        return f"{out} holds an earlier run; remove it"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return f"cannot create --out {out} ({e.strerror or e})"
+    return None
 
 
 def stage(title: str) -> float:
@@ -54,12 +66,11 @@ def run(args: argparse.Namespace) -> int:
     from spd_core.train.cli import main as train_main
     from spd_ros.bag_eval import main as bag_eval_main
 
-    out = args.out
-    if (out / "bag").exists() or (out / "train").exists():
-        print(f"spd-demo: error: {out} holds an earlier run; remove it or pass --out NEWDIR", file=sys.stderr)
+    out, size, net_size = args.out, args.size, args.input_size
+    problem = _out_dir_problem(out)
+    if problem:
+        print(f"spd-demo: error: {problem}; pass --out NEWDIR", file=sys.stderr)
         return 2
-    out.mkdir(parents=True, exist_ok=True)
-    size, input_size = _hw(args.size), _hw(args.input_size)
 
     t = stage(f"1/4 synthetic RGB-D bag: {args.frames} frames {size[0]}x{size[1]} @ {args.bag_hz} Hz")
     bag = write_synthetic_bag(
@@ -79,10 +90,10 @@ def run(args: argparse.Namespace) -> int:
     overrides = [
         f"data.train.n={args.train_images}",
         # scenes rendered at the network input size: what the node sees after resizing the bag's frames
-        f"data.train.size=[{input_size[0]}, {input_size[1]}]",
-        f"data.val.size=[{input_size[0]}, {input_size[1]}]",
-        f"data.input_size=[{input_size[0]}, {input_size[1]}]",
-        f"data.crop=[{input_size[0]}, {input_size[1]}]",
+        f"data.train.size=[{net_size[0]}, {net_size[1]}]",
+        f"data.val.size=[{net_size[0]}, {net_size[1]}]",
+        f"data.input_size=[{net_size[0]}, {net_size[1]}]",
+        f"data.crop=[{net_size[0]}, {net_size[1]}]",
         f"train.epochs={args.epochs}",
         f"train.output_dir={train_dir}",
         f"train.device={args.device}",

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from spd_core.data.rosbag import stamp_ns
+from spd_core.data.rosbag import bag_messages, stamp_ns
 from spd_core.eval.bag import FramePlan, FrameResult, score_frame
 from spd_core.eval.bag_report import percentiles
 from spd_ros.launch_util import stop_node
@@ -99,12 +99,12 @@ def evaluate_live(args: argparse.Namespace, plans: list[FramePlan]) -> tuple[lis
             spinner = threading.Thread(target=executor.spin, daemon=True)
             spinner.start()
             _wait_for_node(node, [pub_img, pub_q], proc)
-            for _, _, raw in reader.messages(connections=info):  # pre-roll: intrinsics before the first image
+            for _, _, raw, _ in bag_messages(reader, args.bag, info):  # pre-roll: intrinsics before the first image
                 pub_info.publish(bytes(raw))
                 time.sleep(0.2)
                 break
             t_start, t_bag0 = time.perf_counter(), None
-            for conn, t_bag, raw in reader.messages(connections=color + info):
+            for conn, t_bag, raw, msg in bag_messages(reader, args.bag, color + info):
                 t_bag0 = t_bag if t_bag0 is None else t_bag0
                 delay = t_start + (t_bag - t_bag0) / 1e9 / max(args.rate, 1e-6) - time.perf_counter()
                 if delay > 0:
@@ -113,7 +113,7 @@ def evaluate_live(args: argparse.Namespace, plans: list[FramePlan]) -> tuple[lis
                     pub_info.publish(bytes(raw))
                     continue
                 pub_img.publish(bytes(raw))
-                stamp = stamp_ns(reader.deserialize(raw, conn.msgtype).header)
+                stamp = stamp_ns(msg.header)
                 plan = by_stamp.get(stamp)
                 if plan is None:
                     continue

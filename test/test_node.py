@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+import torch
 from helpers import random_model
 from ros_harness import NodeProcess, RosHarness, fresh_domain_id
 
@@ -262,6 +263,7 @@ STARTUP_ERRORS = {
     "corrupt": "corrupt",
     "bad_param": "cache_size",
     "params_file": "missing.yaml",
+    "bad_field": "train_focal = nan",
 }
 
 
@@ -291,11 +293,16 @@ def failed_starts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[i
     tmp = tmp_path_factory.mktemp("bad_start")
     corrupt = tmp / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint")
+    nan_focal = tmp / "nan_focal.pt"  # a readable checkpoint whose train_focal would make every depth NaN
+    torch.save(
+        {"format": "spd_ros.checkpoint", "version": 1, "train_focal": float("nan"), "input_size": [64, 96]}, nan_focal
+    )
     cases = {
         "missing": node_command(tmp / "missing.pt", device="cpu"),
         "corrupt": node_command(corrupt, device="cpu"),
         "bad_param": node_command(corrupt, device="cpu", extra_params={"cache_size": 0}),  # out of its range
         "params_file": node_command(corrupt, tmp / "missing.yaml", device="cpu"),  # e.g. a typo in a launch file
+        "bad_field": node_command(nan_focal, device="cpu"),
     }
     procs = {
         name: subprocess.Popen(cmd, env=local_ros_env(fresh_domain_id()), stderr=subprocess.PIPE, text=True)

@@ -305,3 +305,57 @@ def test_train_cli_errors(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as e:
         train_main(["--help"])
     assert e.value.code == 0 and "spd-train" in capsys.readouterr().out
+
+
+def test_a_second_run_into_the_same_dir_is_refused_unless_resumed_or_overwritten(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    val = "data.val={type: synthetic, n: 2, seed: 1, size: [64, 96]}"
+    assert train_main([*TINY, val, "train.max_steps=1", f"train.output_dir={out}"]) == 0
+    before = {name: (out / name).read_bytes() for name in ("last.pt", "best.pt")}
+    capsys.readouterr()
+    assert train_main([*TINY, val, "train.max_steps=1", f"train.output_dir={out}"]) == 2
+    err = _one_line_error(capsys)
+    assert "earlier run (last.pt, best.pt)" in err and "--overwrite" in err and "--resume" in err
+    assert {name: (out / name).read_bytes() for name in before} == before  # nothing replaced
+    # --resume of that run continues it in place
+    assert (
+        train_main([*TINY, val, "train.max_steps=2", "--output-dir", str(out), "--resume", str(out / "last.pt")]) == 0
+    )
+    assert load_checkpoint(out / "last.pt").metadata["train_state"]["step"] == 2
+    capsys.readouterr()
+    assert train_main([*TINY, "--output-dir", str(out), "--resume", str(out / "last.pt"), "--overwrite"]) == 2
+    assert "drop one" in _one_line_error(capsys)
+    # --overwrite replaces it: the earlier best.pt is gone (this run has no validation to write one)
+    assert train_main([*TINY, "train.max_steps=1", f"train.output_dir={out}", "--overwrite"]) == 0
+    assert not (out / "best.pt").exists()
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt.metadata["train_state"]["step"] == 1 and ckpt.metadata["data"]["val"] is None
+
+
+def test_output_dir_that_is_a_file_is_refused_before_training(tmp_path: Path, capsys) -> None:
+    afile = tmp_path / "notes.txt"
+    afile.write_text("keep me")
+    assert train_main([*TINY, f"train.output_dir={afile}"]) == 2
+    assert "is a file" in _one_line_error(capsys)
+    assert train_main([*TINY, f"train.output_dir={afile / 'run'}"]) == 2
+    assert "cannot create" in _one_line_error(capsys)
+    assert afile.read_text() == "keep me" and sorted(tmp_path.iterdir()) == [afile]
+
+
+@pytest.mark.parametrize("lr", [".inf", "inf", "nan", "-.inf", "0", "-1e-3"])
+def test_non_finite_or_non_positive_lr_is_refused(tmp_path: Path, capsys, lr: str) -> None:
+    out = tmp_path / "run"
+    assert train_main([*TINY, f"optim.lr={lr}", f"train.output_dir={out}"]) == 2
+    err = _one_line_error(capsys)
+    assert "optim.lr" in err and ("finite" in err or "> 0" in err), err
+    assert not out.exists()
+
+
+def test_a_diverging_run_stops_with_one_line_and_writes_no_best(tmp_path: Path, capsys) -> None:
+    """lr 1e30: the first step blows the weights up, the second step's loss is NaN/inf."""
+    out = tmp_path / "run"
+    val = "data.val={type: synthetic, n: 2, seed: 1, size: [64, 96]}"
+    assert train_main([*TINY, val, "optim.lr=1e30", "optim.warmup_steps=0", f"train.output_dir={out}"]) == 1
+    err = _one_line_error(capsys)
+    assert err.startswith("spd-train: error: training diverged at step 2:") and "optim.lr" in err, err
+    assert not (out / "best.pt").exists() and not (out / "last.pt").exists()

@@ -28,6 +28,8 @@ from spd_core.bench.macs import PLAN_ENCODER, mac_crossovers, mac_rows, module_m
 from spd_core.bench.report import to_markdown
 from spd_core.bench.resolutions import CAMERA_SIZES, run_resolutions
 from spd_core.bench.timing import TimingConfig, run_timing
+from spd_core.cli_args import OneLineParser, check_out_dir, image_size, nonneg_int, positive_int
+from spd_core.cli_args import input_size as parse_size
 from spd_core.device import PRECISIONS, check_precision, resolve_device
 from spd_core.model.spd_model import QUERY_CHUNK
 
@@ -38,28 +40,11 @@ QUICK = {"encoder": "convnextv2_atto", "size": (64, 96), "ks": (1, 16, 64), "rep
 FULL = {"encoder": PLAN_ENCODER, "size": (416, 544), "ks": DEFAULT_KS, "repeats": 5, "warmup": 1}
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'416x544' -> (416, 544); H and W positive multiples of 32."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size {text!r} is not HxW, e.g. 416x544") from None
-    if h <= 0 or w <= 0 or h % 32 or w % 32:
-        raise argparse.ArgumentTypeError(f"size {text!r}: H and W must be positive multiples of 32")
-    return h, w
-
-
 def parse_cameras(text: str) -> tuple[tuple[int, int], ...]:
-    """'480x640,720x1280' -> ((480, 640), (720, 1280)), any H, W ≥ 2; 'none' -> ()."""
+    """'480x640,720x1280' -> ((480, 640), (720, 1280)), camera sizes; 'none' -> ()."""
     if text.strip().lower() == "none":
         return ()
-    try:
-        sizes = tuple(tuple(int(v) for v in s.lower().split("x")) for s in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--resolutions {text!r} is not a list of HxW, e.g. 720x1280") from None
-    if any(len(s) != 2 or min(s) < 2 for s in sizes):
-        raise argparse.ArgumentTypeError(f"--resolutions {text!r}: each size is HxW with H, W ≥ 2")
-    return sizes  # type: ignore[return-value]
+    return tuple(image_size(s) for s in text.split(","))
 
 
 def parse_ks(text: str) -> tuple[int, ...]:
@@ -73,21 +58,18 @@ def parse_ks(text: str) -> tuple[int, ...]:
     return ks
 
 
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage block
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="spd-bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--encoder", default=None, help=f"timm convnextv2_* for timing (default {FULL['encoder']})")
     p.add_argument("--size", type=parse_size, default=None, help="timing input HxW (default 416x544)")
     p.add_argument("--ks", type=parse_ks, default=None, help="query counts (default 1,16,64,128,256,512,1024)")
-    p.add_argument("--repeats", type=int, default=None, help="timed runs per figure, median reported (default 5)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed runs before timing (default 1)")
+    p.add_argument(
+        "--repeats", type=positive_int, default=None, help="timed runs per figure, median reported (default 5)"
+    )
+    p.add_argument("--warmup", type=nonneg_int, default=None, help="untimed runs before timing (default 1)")
     p.add_argument(
         "--channels-last",
         choices=("off", "on", "both"),
@@ -96,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--chunk",
-        type=int,
+        type=nonneg_int,
         default=0,
         help=f"queries per batched window pass of SPDModel.query (0 = the device default {QUERY_CHUNK})",
     )
@@ -120,9 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check_encoder(name: str) -> None:
+def check_encoder(name: str, flag: str = "--encoder") -> None:
+    """ValueError (one line) unless ``name`` is a timm convnextv2_* architecture (no download)."""
     if not name.startswith("convnextv2_") or not timm.is_model(name):
-        raise ValueError(f"encoder {name!r} is not a timm convnextv2_* model (e.g. convnextv2_tiny, convnextv2_atto)")
+        raise ValueError(f"{flag} {name!r} is not a timm convnextv2_* model (e.g. convnextv2_tiny, convnextv2_atto)")
 
 
 def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
@@ -131,14 +114,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     for key, value in base.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    if args.repeats < 1 or args.warmup < 0:
-        raise ValueError("--repeats must be ≥ 1 and --warmup ≥ 0")
-    if args.threads is not None and args.threads < 1:
-        raise ValueError("--threads must be ≥ 1")
-    if args.chunk < 0:
-        raise ValueError("--chunk must be ≥ 0 (0 = the device default)")
-    _check_encoder(args.encoder)
-    _check_encoder(args.macs_encoder)
+    check_encoder(args.encoder)
+    check_encoder(args.macs_encoder, "--macs-encoder")
     args.device = resolve_device(args.device)
     check_precision(args.precision, args.device)
     return args
@@ -196,12 +173,6 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
             )
     report["environment"]["loadavg_after"] = loadavg()
     return report
-
-
-def check_out_dir(out: Path | None) -> None:
-    """ValueError (one line) when ``--out`` names something that is not a directory."""
-    if out is not None and out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a directory; give a directory path")
 
 
 def write_report(report: dict[str, Any], out: Path | None) -> str:

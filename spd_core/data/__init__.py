@@ -5,7 +5,7 @@ NaN), "focal" float (fx in px at this size), "name" str; optionally "K" float64 
 ``TrainTransform`` / ``EvalTransform`` turn it into collate-friendly tensors.
 """
 
-from spd_core.data.common import DataError, Sample
+from spd_core.data.common import DataError, FrameError, Sample
 from spd_core.data.nyu import NYUDepthV2
 from spd_core.data.rosbag import RosbagRGBD
 from spd_core.data.rosbag_write import write_synthetic_bag
@@ -15,6 +15,7 @@ from spd_core.data.transforms import EvalTransform, TrainTransform
 __all__ = [
     "DataError",
     "EvalTransform",
+    "FrameError",
     "NYUDepthV2",
     "RosbagRGBD",
     "Sample",

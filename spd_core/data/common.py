@@ -15,6 +15,10 @@ class DataError(ValueError):
     """A dataset that cannot be read; the message names the path / topic / encoding and what to do."""
 
 
+class FrameError(DataError):
+    """One frame whose payload cannot be decoded (a corrupt or oversized image); the others may be fine."""
+
+
 def check_sample(s: Sample) -> Sample:
     """Validate the sample convention (shapes and dtypes agree)."""
     img, depth = s["image"], s["depth"]

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch.utils.data
 
-from spd_core.data.common import DataError, Sample, check_sample
+from spd_core.data.common import DataError, FrameError, Sample, check_sample
 from spd_core.data.images import (
     COLOR_ENCODINGS,
     DEPTH_ENCODINGS,
@@ -50,6 +50,36 @@ def decode_depth(msg: Any) -> np.ndarray:
     """Depth Image (16UC1 mm / 32FC1 m) -> float32 metres [H,W], invalid (0, NaN, inf) = 0."""
     arr = image_array(msg.data, msg.height, msg.width, msg.step, msg.encoding, bool(msg.is_bigendian))
     return to_metres(arr, msg.encoding)
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+def open_reader(path: Path) -> Any:
+    """An open rosbags AnyReader of ``path``; DataError (one line) when the bag cannot be opened."""
+    from rosbags.highlevel import AnyReader
+
+    try:
+        reader = AnyReader([Path(path)], default_typestore=typestore())
+        reader.open()
+    except Exception as e:  # rosbags raises its own error types (and OverflowError, ...) for unreadable bags
+        raise DataError(f"cannot read bag {path}: {_first_line(e)}") from None
+    return reader
+
+
+def bag_messages(reader: Any, path: Path, connections: list, **kwargs: Any) -> Iterator[tuple[Any, int, Any, Any]]:
+    """(connection, bag time, raw bytes, message) of ``reader.messages``: whatever a damaged bag makes
+    rosbags raise while reading or deserialising (checksum, truncated record, bad CDR) is one DataError."""
+    try:
+        for conn, t_bag, raw in reader.messages(connections=connections, **kwargs):
+            yield conn, t_bag, raw, reader.deserialize(raw, conn.msgtype)
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(
+            f"bag {path} is damaged ({type(e).__name__}: {_first_line(e)}); re-record or repair it"
+        ) from None
 
 
 def _nearest(sorted_stamps: list[int], stamp: int) -> int:
@@ -113,15 +143,8 @@ class RosbagRGBD(torch.utils.data.Dataset):
 
     def _open(self) -> Any:
         """One reader per process (DataLoader workers fork): reopened when the pid changes."""
-        from rosbags.highlevel import AnyReader
-
         if self._reader is None or self._pid != os.getpid():
-            try:
-                reader = AnyReader([self.path], default_typestore=typestore())
-                reader.open()
-            except Exception as e:  # rosbags raises its own error types for unreadable bags
-                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                raise DataError(f"cannot read bag {self.path}: {first}") from None
+            reader = open_reader(self.path)
             self._reader, self._pid = reader, os.getpid()
             conns = {c.topic: c for c in reader.connections}  # connections belong to their reader
             self._color, self._depth = conns.get(self.color_topic), conns.get(self.depth_topic)
@@ -152,8 +175,7 @@ class RosbagRGBD(torch.utils.data.Dataset):
         infos: list[tuple[int, np.ndarray]] = []
         conns = [c for c in (self._color, self._depth, self._info) if c is not None]
         checked: set[str] = set()
-        for conn, t_bag, raw in reader.messages(connections=conns):
-            msg = reader.deserialize(raw, conn.msgtype)
+        for conn, t_bag, _, msg in bag_messages(reader, self.path, conns):
             if conn.topic == self.info_topic:
                 infos.append((stamp_ns(msg.header), np.array(msg.k, np.float64).reshape(3, 3)))
                 continue
@@ -204,8 +226,7 @@ class RosbagRGBD(torch.utils.data.Dataset):
     def _read(self, conn: Any, t_bag: int, stamp: int) -> Any:
         """The message of ``conn`` written at bag time ``t_bag`` with header stamp ``stamp``."""
         reader = self._open()
-        for c, _, raw in reader.messages(connections=[conn], start=t_bag, stop=t_bag + 1):
-            msg = reader.deserialize(raw, c.msgtype)
+        for _, _, _, msg in bag_messages(reader, self.path, [conn], start=t_bag, stop=t_bag + 1):
             if stamp_ns(msg.header) == stamp:
                 return msg
         raise DataError(f"bag {self.path}: message of {conn.topic} at {t_bag} ns vanished; was the bag changed?")
@@ -215,7 +236,7 @@ class RosbagRGBD(torch.utils.data.Dataset):
         try:
             image, depth = decode_color(color_msg, self._color.msgtype), decode_depth(depth_msg)
         except ImageFormatError as e:
-            raise DataError(f"bag {self.path} frame {i} (stamp {stamp}): {e}") from None
+            raise FrameError(f"bag {self.path} frame {i} (stamp {stamp}): {e}") from None
         k = self.intrinsics(stamp)
         focal = float(k[0, 0]) if k is not None and k[0, 0] > 0 else self.default_focal
         if focal is None:
@@ -254,8 +275,7 @@ class RosbagRGBD(torch.utils.data.Dataset):
         colors: dict[int, Any] = {}
         depths: dict[tuple[int, int], Any] = {}
         nxt = 0
-        for conn, t_bag, raw in reader.messages(connections=[self._color, self._depth]):
-            msg = reader.deserialize(raw, conn.msgtype)
+        for conn, t_bag, _, msg in bag_messages(reader, self.path, [self._color, self._depth]):
             key = (t_bag, stamp_ns(msg.header))
             if conn.topic == self.color_topic:
                 if key in color_of:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from spd_core.data import DataError, RosbagRGBD
-from spd_core.data.rosbag import stamp_ns
+from spd_core.data import DataError, FrameError, RosbagRGBD
+from spd_core.data.rosbag import bag_messages, open_reader, stamp_ns
 from spd_core.eval.metrics import MAX_DEPTH, compute_errors, grid_pixels, query_rng, sample_query_pixels, valid_mask
 
 log = logging.getLogger(__name__)
@@ -93,18 +93,17 @@ def score_frame(
 
 def recorded_queries(bag: Path, topic: str) -> dict[int, np.ndarray]:
     """PolygonStamped queries recorded in the bag: header stamp (ns) -> uv [K,2]."""
-    from rosbags.highlevel import AnyReader
-    from rosbags.typesys import Stores, get_typestore
-
     out: dict[int, np.ndarray] = {}
-    with AnyReader([Path(bag)], default_typestore=get_typestore(Stores.ROS2_JAZZY)) as reader:
+    reader = open_reader(Path(bag))
+    try:
         conns = [c for c in reader.connections if c.topic == topic]
         if not conns:
             topics = sorted({c.topic for c in reader.connections})
             raise DataError(f"queries topic {topic} not in bag {bag}; topics there: {', '.join(topics)}")
-        for conn, _, raw in reader.messages(connections=conns):
-            msg = reader.deserialize(raw, conn.msgtype)
+        for _, _, _, msg in bag_messages(reader, Path(bag), conns):
             out[stamp_ns(msg.header)] = np.array([[p.x, p.y] for p in msg.polygon.points], np.float32).reshape(-1, 2)
+    finally:
+        reader.close()
     return out
 
 
@@ -117,12 +116,15 @@ def plan_frames(
     queries: dict[int, np.ndarray] | None = None,
     max_frames: int | None = None,
     keep_images: bool = True,
+    skipped: list[int] | None = None,
 ) -> Iterator[FramePlan]:
     """The frames of ``dataset`` with their query pixels, chosen by ``mode``:
 
     random: ``k`` random valid GT pixels per frame (seeded per frame index);
     grid: a regular ``grid`` = (nx, ny) of pixels; topic: the recorded queries of the same stamp.
-    Plans are yielded one at a time, so a long bag is never held in memory.
+    Plans are yielded one at a time, so a long bag is never held in memory. A frame whose colour
+    or depth message cannot be decoded (FrameError: corrupt, oversized) is skipped with a warning
+    and its index appended to ``skipped``; a damaged bag (DataError) ends the evaluation.
     """
     if mode not in QUERY_MODES:
         raise ValueError(f"query mode {mode!r} is not one of {QUERY_MODES}")
@@ -130,7 +132,13 @@ def plan_frames(
         raise ValueError("query mode 'topic' needs the recorded queries (--queries-topic)")
     n = len(dataset) if max_frames is None else min(len(dataset), max_frames)
     for i in range(n):
-        s = dataset[i]
+        try:
+            s = dataset[i]
+        except FrameError as e:
+            log.warning("skipped: %s", e)
+            if skipped is not None:
+                skipped.append(i)
+            continue
         gt = s["depth"]
         if mode == "random":
             uv = sample_query_pixels(valid_points(gt), k, query_rng(seed, i)).astype(np.float32)

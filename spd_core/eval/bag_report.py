@@ -72,7 +72,15 @@ def write_csv(path: Path, results: Sequence[FrameResult]) -> None:
 
 def markdown(summary: dict[str, Any], figures: Sequence[Path]) -> str:
     lines = [f"# Bag evaluation: {summary.get('bag', '')}", ""]
-    for key in ("mode", "checkpoint", "frames", "queries", "queries_with_valid_gt", "queries_answered"):
+    for key in (
+        "mode",
+        "checkpoint",
+        "frames",
+        "frames_skipped",
+        "queries",
+        "queries_with_valid_gt",
+        "queries_answered",
+    ):
         if key in summary:
             lines.append(f"- **{key}**: {summary[key]}")
     lines += [
@@ -192,4 +200,6 @@ def print_summary(summary: dict[str, Any]) -> str:
         f"queries: {summary['queries']}  with valid GT: {summary['queries_with_valid_gt']}  "
         f"answered: {summary['queries_answered']}"
     )
+    if summary.get("frames_skipped"):
+        lines.append(f"frames skipped (image could not be decoded): {summary['frames_skipped']}")
     return "\n".join(lines)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from spd_core.cli_args import OneLineParser, check_out_dir, nonneg_int, positive_int
 from spd_core.config import (
     ConfigError,
     build_dataset,
@@ -166,7 +167,7 @@ def save_extremes(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="spd-eval",
         description="Evaluate an spd_ros checkpoint: NYU metrics for the dense map and the sparse protocol "
         "(K random valid pixels per image answered by exact queries); writes a per-image CSV, a JSON summary "
@@ -185,18 +186,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", help="training YAML whose data.val (or data.train) is evaluated")
     p.add_argument("--out", help="output directory (default: eval_<checkpoint name> next to the checkpoint)")
-    p.add_argument("--k", type=int, default=DEFAULT_K, help="sparse-protocol queries per image (default 128)")
+    p.add_argument("--k", type=positive_int, default=DEFAULT_K, help="sparse-protocol queries per image (default 128)")
     p.add_argument("--seed", type=int, default=0, help="seed of the query pixels")
     p.add_argument(
         "--eigen-crop", choices=("auto", "on", "off"), default="auto", help="Eigen crop (auto: on for NYU only)"
     )
-    p.add_argument("--max-images", type=int, help="evaluate only the first N images")
-    p.add_argument("--figures", type=int, default=3, help="figures of the N worst and N best images")
+    p.add_argument("--max-images", type=positive_int, help="evaluate only the first N images")
+    p.add_argument("--figures", type=nonneg_int, default=3, help="figures of the N worst and N best images")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
     p.add_argument(
         "--pixel-budget",
-        type=int,
+        type=positive_int,
         metavar="N",
         help="pixels the network sees (aspect kept, padded to multiples of 32); default: the checkpoint's H·W",
     )
@@ -223,10 +224,12 @@ def _dataset_spec(args: argparse.Namespace, metadata: dict) -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     """Evaluate per the parsed CLI arguments; returns the JSON summary."""
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval_{Path(args.checkpoint).stem}"
+    check_out_dir(out)
     ckpt = load_checkpoint(args.checkpoint)
     device = resolve_device(args.device)
     predictor = DepthPredictor.from_model(
-        ckpt.build_model(device),
+        ckpt.build_model(device, f"checkpoint {args.checkpoint}"),
         ckpt,
         device,
         args.precision,
@@ -238,7 +241,6 @@ def run(args: argparse.Namespace) -> dict:
     if len(dataset) == 0:
         raise ConfigError(f"dataset {spec} has no images")
     eigen = spec["type"] == "nyu" if args.eigen_crop == "auto" else args.eigen_crop == "on"
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval_{Path(args.checkpoint).stem}"
     out.mkdir(parents=True, exist_ok=True)
     results = evaluate_dataset(predictor, dataset, args.k, args.seed, eigen, args.max_images, not args.no_progress)
     summary = {
@@ -264,8 +266,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        if args.k < 1:
-            raise ConfigError(f"--k {args.k} must be >= 1")
         run(args)
     except (CheckpointError, ConfigError, FileNotFoundError, ValueError, *data_errors()) as e:
         print(f"spd-eval: error: {one_line(e)}", file=sys.stderr)

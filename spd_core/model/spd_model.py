@@ -37,6 +37,20 @@ DEPTH_PRIOR_M = 2.5  # dense_head bias = ln 2.5 (plan §6.5)
 QUERY_CHUNK = {"cpu": 256, "cuda": 1024}
 
 
+def _is_number(value: object) -> bool:
+    """A finite int or float (bool is not a number here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _is_encoder(name: object) -> bool:
+    """A ConvNeXt V2 architecture timm knows (a registry lookup: nothing is downloaded)."""
+    return isinstance(name, str) and name.startswith("convnextv2_") and timm.is_model(name)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture hyper-parameters (stored in checkpoints)."""
@@ -48,9 +62,24 @@ class ModelConfig:
     align_corners: bool = False  # local-path ×2 upsampling; both settings stay exact
     drop_path_rate: float = 0.0
 
+    def __post_init__(self) -> None:
+        """ValueError naming the first field that is not what the architecture needs (one line)."""
+        for name, ok, expected in (
+            ("encoder", _is_encoder(self.encoder), "a timm convnextv2_* model name (e.g. convnextv2_tiny)"),
+            ("fpn_dim", _is_positive_int(self.fpn_dim), "an int > 0"),
+            ("local_dim", _is_positive_int(self.local_dim), "an int > 0"),
+            ("head_dim", _is_positive_int(self.head_dim), "an int > 0"),
+            ("align_corners", isinstance(self.align_corners, bool), "true or false"),
+            ("drop_path_rate", _is_number(self.drop_path_rate) and 0 <= self.drop_path_rate < 1, "a number in [0, 1)"),
+        ):
+            if not ok:
+                raise ValueError(f"{name} = {getattr(self, name)!r:.60} is not valid; expected {expected}")
+
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
         known = {f.name for f in fields(cls)}
+        if not isinstance(d, dict):
+            raise ValueError(f"model config is a {type(d).__name__}; expected a mapping of {sorted(known)}")
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown model config keys {sorted(unknown)}; known: {sorted(known)}")

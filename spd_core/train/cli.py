@@ -7,6 +7,12 @@
 
 Writes ``last.pt`` / ``best.pt`` (spd_core.model.checkpoint format) and TensorBoard logs (``tb/``) into
 ``train.output_dir``. ConvNeXt V2 pretrained weights (``encoder_weights: fcmae``) are CC-BY-NC-4.0.
+
+An output dir that holds an earlier run (``last.pt`` / ``best.pt``) is refused unless ``--resume`` continues
+that run or ``--overwrite`` replaces it (its checkpoints and TensorBoard events are deleted first).
+A loss that turns NaN/inf stops training at once with one line and exit 1: nothing of the diverged
+state is written (``best.pt`` / ``last.pt`` keep what the earlier, finite epochs wrote, if any).
+Bad configs and inputs: one line, exit 2.
 """
 
 from __future__ import annotations
@@ -15,19 +21,24 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch.distributed as torch_dist
 
-from spd_core.config import ConfigError, data_errors, load_config, one_line
+from spd_core.cli_args import OneLineParser
+from spd_core.config import ConfigError, TrainConfig, data_errors, load_config, one_line
 from spd_core.device import resolve_device
 from spd_core.model.checkpoint import CheckpointError
-from spd_core.train.state import init_distributed
+from spd_core.train.state import DistInfo, TrainingDiverged, init_distributed
+
+if TYPE_CHECKING:
+    from spd_core.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="spd-train",
         description="Train the SPD depth model (dense SILog, AdamW, warm-up + poly decay, AMP, DDP via torchrun).",
         epilog="Overrides use dotted keys of the YAML, e.g. optim.lr=2e-4 data.batch_size=8 "
@@ -37,9 +48,37 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config (default: built-in defaults)")
     p.add_argument("--resume", help="checkpoint (last.pt) to continue from exactly")
     p.add_argument("--output-dir", help="same as train.output_dir=DIR")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier run in the output dir (else refused unless resumed)",
+    )
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """The positional overrides plus those the flags stand for."""
+    flags = {
+        "train.resume": args.resume,
+        "train.output_dir": args.output_dir,
+        "train.overwrite": "true" if args.overwrite else None,
+    }
+    return [*args.overrides, *(f"{key}={value}" for key, value in flags.items() if value)]
+
+
+def _train(cfg: TrainConfig) -> tuple[DistInfo, Trainer, dict]:
+    """Train in this process (one rank of a torchrun job, or alone); the process group is left after."""
+    from spd_core.train.trainer import Trainer
+
+    dist = init_distributed(resolve_device(cfg.train.device).type)
+    try:
+        trainer = Trainer(cfg, dist)
+        return dist, trainer, trainer.fit()
+    finally:
+        if torch_dist.is_initialized():
+            torch_dist.destroy_process_group()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -47,27 +86,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    overrides = list(args.overrides)
-    if args.resume:
-        overrides.append(f"train.resume={args.resume}")
-    if args.output_dir:
-        overrides.append(f"train.output_dir={args.output_dir}")
     try:
-        cfg = load_config(args.config, overrides)
+        cfg = load_config(args.config, _overrides(args))
         if args.print_config:
             import yaml
 
             print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             return 0
-        from spd_core.train.trainer import Trainer
-
-        dist = init_distributed(resolve_device(cfg.train.device).type)
-        try:
-            trainer = Trainer(cfg, dist)
-            result = trainer.fit()
-        finally:
-            if torch_dist.is_initialized():
-                torch_dist.destroy_process_group()
+        dist, trainer, result = _train(cfg)
+    except TrainingDiverged as e:
+        print(f"spd-train: error: {e}", file=sys.stderr)
+        return 1
     except (ConfigError, CheckpointError, FileNotFoundError, *data_errors()) as e:
         print(f"spd-train: error: {one_line(e)}", file=sys.stderr)
         return 2

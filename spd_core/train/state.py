@@ -6,6 +6,7 @@
   so it does not depend on workers, ranks or where training was interrupted.
 - RNG state capture/restore as tensors and builtins (checkpoints load with ``weights_only``).
 - The warm-up + poly learning-rate factor; process-group set-up from torchrun's environment.
+- The run directory: an earlier run in it is never silently replaced.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
+
+from spd_core.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -155,3 +159,43 @@ def mean_across(value: float, info: DistInfo, device: torch.device) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return float(t.item()) / info.world_size
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss turned NaN/inf; nothing of the diverged state was written."""
+
+
+RUN_FILES = ("last.pt", "best.pt")  # what marks a directory as holding a run
+
+
+def check_run_dir(out_dir: Path, resume: str | None, overwrite: bool) -> None:
+    """ConfigError (one line) for an output_dir that is a file, or that holds an earlier run that
+    would be replaced: allowed only when resuming that run (``--resume DIR/last.pt``) or ``--overwrite``."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"train.output_dir {out_dir} is a file, not a directory; give another --output-dir")
+    resumes_here = bool(resume) and Path(resume).resolve().parent == out_dir.resolve()
+    if overwrite and resumes_here:
+        raise ConfigError(f"--overwrite would delete the run in {out_dir} that --resume {resume} continues; drop one")
+    earlier = [name for name in RUN_FILES if (out_dir / name).exists()]
+    if earlier and not (overwrite or resumes_here):
+        raise ConfigError(
+            f"train.output_dir {out_dir} holds an earlier run ({', '.join(earlier)}); pass --resume "
+            f"{out_dir / 'last.pt'} to continue it, --overwrite to replace it, or another --output-dir"
+        )
+
+
+def prepare_run_dir(out_dir: Path, overwrite: bool) -> None:
+    """Create ``out_dir``; with ``overwrite``, first delete the earlier run's checkpoints and
+    TensorBoard event files (so its best.pt cannot pass for this run's). Rank 0 only."""
+    old = [out_dir / name for name in RUN_FILES] + sorted((out_dir / "tb").glob("events.out.tfevents.*"))
+    old = [path for path in old if overwrite and path.is_file()]
+    for path in old:
+        path.unlink()
+    if old:
+        log.info("--overwrite: removed %d files of the earlier run in %s", len(old), out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(
+            f"cannot create train.output_dir {out_dir} ({e.strerror or e}); give another --output-dir"
+        ) from None

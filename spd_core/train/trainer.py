@@ -25,7 +25,13 @@ from tqdm import tqdm
 from spd_core.config import ConfigError, TrainConfig, build_dataset
 from spd_core.device import check_precision, resolve_device
 from spd_core.eval.evaluate import DEFAULT_K, evaluate_dataset, evaluate_image, summarize
-from spd_core.model.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
+from spd_core.model.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_weights,
+    make_checkpoint,
+    save_checkpoint,
+)
 from spd_core.model.spd_model import SPDModel
 from spd_core.predictor import DepthPredictor
 from spd_core.train.losses import SILogLoss
@@ -33,9 +39,12 @@ from spd_core.train.state import (
     DistInfo,
     EpochSeededDataset,
     ResumableSampler,
+    TrainingDiverged,
     barrier,
+    check_run_dir,
     lr_factor,
     mean_across,
+    prepare_run_dir,
     rng_state,
     set_rng_state,
 )
@@ -68,6 +77,7 @@ class Trainer:
         np.random.seed(run.seed)
         random.seed(run.seed)
         self.out_dir = Path(run.output_dir)
+        check_run_dir(self.out_dir, run.resume, run.overwrite)
 
         transform = TrainTransform(
             crop=tuple(d.crop), rotate_deg=d.rotate_deg, flip=d.flip, color_jitter=d.color_jitter
@@ -120,6 +130,8 @@ class Trainer:
         if run.resume:
             self.load(run.resume)
         self.writer = None
+        if self.dist.is_main:
+            prepare_run_dir(self.out_dir, run.overwrite)
         if self.dist.is_main and run.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -150,10 +162,12 @@ class Trainer:
 
     # -- training --------------------------------------------------------------------------
     def train_step(self, batch: dict) -> float:
-        """One optimizer step on a batch; returns the (rank-local) loss."""
+        """One optimizer step on a batch; returns the (rank-local) loss. TrainingDiverged (no step)
+        when the loss is NaN/inf on any rank."""
         x = batch["image"].to(self.device, non_blocking=True)
         gt = batch["depth"].to(self.device, non_blocking=True)
         loss = self.criterion(self.net(x, precision=self.precision), gt)
+        self._check_finite(float(loss.detach()))
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
@@ -168,42 +182,16 @@ class Trainer:
         return float(loss.detach())
 
     def fit(self) -> dict[str, Any]:
-        """Train until ``train.epochs`` (or ``train.max_steps``); returns paths and the loss history."""
-        run, bs = self.cfg.train, self.cfg.data.batch_size
-        show = self.dist.is_main and run.progress
+        """Train until ``train.epochs`` (or ``train.max_steps``); returns paths and the loss history.
+
+        Raises TrainingDiverged at the first non-finite loss (see :meth:`train_step`); nothing is saved then.
+        """
+        run = self.cfg.train
         stopped = False
         if run.val_at_start and self.step == 0 and self.val_set is not None:
             self.validate()
         while self.epoch < run.epochs and not stopped:
-            self.sampler.set_epoch(self.epoch)
-            self.train_set.set_epoch(self.epoch)
-            self.sampler.skip = self.step_in_epoch * bs
-            self.model.train()
-            bar = tqdm(
-                total=self.steps_per_epoch,
-                initial=self.step_in_epoch,
-                disable=not show,
-                desc=f"epoch {self.epoch + 1}/{run.epochs}",
-                dynamic_ncols=True,
-            )
-            window: list[float] = []
-            for batch in self.loader:
-                loss = self.train_step(batch)
-                self.step += 1
-                self.step_in_epoch += 1
-                self.losses.append(loss)
-                window.append(loss)
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.scheduler.get_last_lr()[1]:.2e}")
-                if self.step % run.log_every == 0:
-                    self._log_scalars(window)
-                    window = []
-                if run.max_steps and self.step >= run.max_steps:
-                    stopped = True
-                    break
-                if run.ckpt_every_steps and self.step % run.ckpt_every_steps == 0:
-                    self.save(validated=False)
-            bar.close()
+            stopped = self._train_epoch()
             if not stopped:
                 self.epoch += 1
                 self.step_in_epoch = 0
@@ -223,6 +211,52 @@ class Trainer:
             "losses": list(self.losses),
             "val": list(self.val_history),
         }
+
+    def _train_epoch(self) -> bool:
+        """The rest of the current epoch; True when ``train.max_steps`` stopped it early."""
+        run, bs = self.cfg.train, self.cfg.data.batch_size
+        self.sampler.set_epoch(self.epoch)
+        self.train_set.set_epoch(self.epoch)
+        self.sampler.skip = self.step_in_epoch * bs
+        self.model.train()
+        bar = tqdm(
+            total=self.steps_per_epoch,
+            initial=self.step_in_epoch,
+            disable=not (self.dist.is_main and run.progress),
+            desc=f"epoch {self.epoch + 1}/{run.epochs}",
+            dynamic_ncols=True,
+        )
+        window: list[float] = []
+        try:
+            for batch in self.loader:
+                loss = self.train_step(batch)
+                self.step += 1
+                self.step_in_epoch += 1
+                self.losses.append(loss)
+                window.append(loss)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.scheduler.get_last_lr()[1]:.2e}")
+                if self.step % run.log_every == 0:
+                    self._log_scalars(window)
+                    window = []
+                if run.max_steps and self.step >= run.max_steps:
+                    return True
+                if run.ckpt_every_steps and self.step % run.ckpt_every_steps == 0:
+                    self.save(validated=False)
+        finally:
+            bar.close()
+        return False
+
+    def _check_finite(self, loss: float) -> None:
+        """TrainingDiverged when the loss of any rank is NaN/inf (all ranks agree, before backward):
+        the weights are lost, so training stops before anything of them is saved."""
+        mean = mean_across(loss, self.dist, self.device)
+        if math.isfinite(mean):
+            return
+        raise TrainingDiverged(
+            f"training diverged at step {self.step + 1}: loss is {mean}; stopped, nothing saved since the last "
+            f"checkpoint in {self.out_dir}; lower optim.lr ({self.cfg.optim.lr:g}) or check the data"
+        )
 
     def _log_scalars(self, window: list[float]) -> None:
         mean = mean_across(sum(window) / max(1, len(window)), self.dist, self.device)
@@ -330,7 +364,7 @@ class Trainer:
         st = ckpt.metadata.get("train_state")
         if not isinstance(st, dict):
             raise CheckpointError(f"checkpoint {path} has no training state (not written by spd-train); cannot resume")
-        self.model.load_state_dict(ckpt.state_dict)
+        load_weights(self.model, ckpt.state_dict, f"resume checkpoint {path}")
         self.optimizer.load_state_dict(st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
         self.scaler.load_state_dict(st["scaler"])
