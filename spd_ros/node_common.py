@@ -373,6 +373,11 @@ def run(node_class: type, args: list[str] | None = None) -> int:
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RCLError:
+        # the signal handler shut the context down while the executor was making its wait set
+        # (a known rclpy race): the same as an external shutdown
+        if rclpy.ok():
+            raise
     finally:
         if node is not None:
             node.destroy_node()
