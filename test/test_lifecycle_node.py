@@ -153,15 +153,13 @@ def test_activate_answers_like_the_predictor_and_publishes_markers(setup) -> Non
 
     harness.subscribe_markers()
     a, msg = _answer_and_markers(harness, 1.0)
-    clear, spheres = msg.markers[0], msg.markers[1:]
-    assert clear.action == Marker.DELETEALL
-    assert len(spheres) == finite.sum()  # one per answered point with a 3D position
-    assert all(m.type == Marker.SPHERE and m.action == Marker.ADD for m in spheres)
-    assert {m.header.frame_id for m in msg.markers} == {"cam"}
-    assert all(m.header.stamp.sec == 1 and m.header.stamp.nanosec == 0 for m in msg.markers)
-    pos = np.array([[m.pose.position.x, m.pose.position.y, m.pose.position.z] for m in spheres])
+    (marker,) = msg.markers
+    assert marker.type == Marker.SPHERE_LIST and marker.action == Marker.ADD
+    assert len(marker.points) == len(marker.colors) == finite.sum()  # one per answered point with a 3D position
+    assert marker.header.frame_id == "cam" and (marker.header.stamp.sec, marker.header.stamp.nanosec) == (1, 0)
+    pos = np.array([[p.x, p.y, p.z] for p in marker.points])
     np.testing.assert_allclose(pos, xyz[finite], rtol=1e-6)
-    rgb = np.array([[m.color.r, m.color.g, m.color.b] for m in spheres])
+    rgb = np.array([[c.r, c.g, c.b] for c in marker.colors])
     np.testing.assert_allclose(rgb, depth_colors(a["depth"][finite], 0.0, MAX_DEPTH), atol=1e-6)
     assert np.ptp(rgb, axis=0).max() > 0.05  # the depths differ, so do the colours
     assert int(harness.wait_counter("marker_arrays_published", 1)) >= 1
