@@ -62,6 +62,7 @@ setup(
     entry_points={
         "console_scripts": [
             "spd_node = spd_ros.spd_node:main",
+            "spd_lifecycle_node = spd_ros.lifecycle_node:main",
             "spd-train = spd_core.train.cli:main",
             "spd-eval = spd_core.eval.evaluate:main",
             "spd-bench = spd_core.bench.cli:main",

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 SOURCE_PARAMS = Path(__file__).resolve().parent.parent / "config" / "spd.yaml"
+EXECUTABLES = {"spd_node": "spd_ros.spd_node", "spd_lifecycle_node": "spd_ros.lifecycle_node"}  # -> module
 
 
 def default_params_file() -> Path:
@@ -27,11 +28,11 @@ def node_command(
     precision: str | None = None,
     extra_params: dict | None = None,
     remaps: dict[str, str] | None = None,
+    executable: str = "spd_node",
 ) -> list[str]:
-    """``spd_node --ros-args --params-file ... -p checkpoint:=... [-r __ns:=...]`` (console script beside
-    this Python)."""
-    exe = Path(sys.executable).parent / "spd_node"
-    cmd = [str(exe), "--ros-args", "--params-file", str(params_file or default_params_file())]
+    """``spd_node --ros-args --params-file ... -p checkpoint:=... [-r __ns:=...]``; ``executable``:
+    ``spd_node`` or ``spd_lifecycle_node`` (see :func:`executable_command`)."""
+    cmd = [*executable_command(executable), "--ros-args", "--params-file", str(params_file or default_params_file())]
     params = {"checkpoint": str(checkpoint), "device": device, "precision": precision, **(extra_params or {})}
     for key, value in params.items():
         if value is not None:
@@ -42,6 +43,13 @@ def node_command(
     for src, dst in (remaps or {}).items():
         cmd += ["-r", f"{src}:={dst}"]
     return cmd
+
+
+def executable_command(name: str) -> list[str]:
+    """The console script ``name`` beside this Python; ``python -m`` of its module where that script
+    is not there (a source tree whose new executable has not been installed yet)."""
+    exe = Path(sys.executable).parent / name
+    return [str(exe)] if exe.is_file() else [sys.executable, "-m", EXECUTABLES[name]]
 
 
 def stop_node(proc: subprocess.Popen, timeout: float = 10.0) -> int:

@@ -20,6 +20,7 @@ RUNTIME = {
     "publish_dense": "publish_dense",
     "inline_max_points": "inline_max_points",
 }
+NODE_RUNTIME = ("publish_markers",)  # changeable while running, applied by the node itself
 QOS = {"sensor_data": qos_profile_sensor_data, "system_default": qos_profile_system_default, "reliable": None}
 
 
@@ -44,6 +45,8 @@ class NodeParams:
     qos: str = "sensor_data"
     qos_depth: int = 5
     max_image_pixels: int = MAX_PIXELS
+    publish_markers: bool = False
+    marker_max_depth: float = 10.0
 
 
 def _ints(lo: int, hi: int, step: int = 1) -> IntegerRange:
@@ -90,21 +93,35 @@ DESCRIPTIONS = {
         "rejected before decoding",
         _ints(MIN_IMAGE_SIDE**2, 2**31 - 1),
     ),
+    "publish_markers": (
+        "also publish the answered points as a visualization_msgs/MarkerArray on 'depth_markers' "
+        "(RViz; only while subscribed)",
+        None,
+    ),
+    "marker_max_depth": ("m: the far end of the markers' colour scale (0 m = red, this = blue)", _floats(0.1, 1000.0)),
 }
 
 
-def declare(node: Node) -> NodeParams:
-    """Declare every parameter with its description and range; return their values."""
+def declare(node: Node, configurable: bool = False) -> NodeParams:
+    """Declare every parameter with its description and range; return their values.
+
+    Parameters that are not run-time ones are read-only, unless ``configurable`` (the lifecycle
+    node reads them at each configure and refuses changes itself while configured)."""
     defaults = NodeParams()
-    values = {}
     for name, (text, rng) in DESCRIPTIONS.items():
-        desc = ParameterDescriptor(description=text, read_only=name not in RUNTIME)
+        fixed = name not in RUNTIME and name not in NODE_RUNTIME and not configurable
+        desc = ParameterDescriptor(description=text, read_only=fixed)
         if isinstance(rng, IntegerRange):
             desc.integer_range = [rng]
         elif isinstance(rng, FloatingPointRange):
             desc.floating_point_range = [rng]
-        values[name] = node.declare_parameter(name, getattr(defaults, name), desc).value
-    return NodeParams(**values)
+        node.declare_parameter(name, getattr(defaults, name), desc)
+    return read(node)
+
+
+def read(node: Node) -> NodeParams:
+    """The current values of the declared parameters."""
+    return NodeParams(**{name: node.get_parameter(name).value for name in DESCRIPTIONS})
 
 
 def qos_profile(name: str, depth: int) -> QoSProfile:

@@ -180,7 +180,9 @@ class DepthWorker:
     # --- lifecycle --------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread.start()
+        """Start the thread; later calls do nothing (a lifecycle node activated again)."""
+        if self._thread.ident is None:
+            self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> bool:
         """Stop and join the thread; True when it has ended."""

@@ -36,10 +36,13 @@ class NodeProcess:
         log_dir: Path,
         namespace: str = "",
         remaps: dict[str, str] | None = None,
+        executable: str = "spd_node",
         **params,
     ) -> None:
         self.log = log_dir / f"spd_node_{domain_id}.log"
-        self.cmd = node_command(checkpoint, namespace=namespace, device="cpu", extra_params=params, remaps=remaps)
+        self.cmd = node_command(
+            checkpoint, namespace=namespace, device="cpu", extra_params=params, remaps=remaps, executable=executable
+        )
         self.proc = subprocess.Popen(
             self.cmd, env=local_ros_env(domain_id), stdout=open(self.log, "w"), stderr=subprocess.STDOUT
         )
@@ -100,6 +103,7 @@ class RosHarness:
         self.answers: queue.Queue = queue.Queue()
         self.diag: queue.Queue = queue.Queue()
         self.dense: queue.Queue = queue.Queue()
+        self.markers: queue.Queue = queue.Queue()
         self.sub_points = self.node.create_subscription(
             PointCloud2, self.topic("depth_points"), lambda m: self.answers.put((time.monotonic(), m)), qos
         )
@@ -210,28 +214,54 @@ class RosHarness:
                 return value
         raise AssertionError(f"diagnostics counter {key} = {value}, expected >= {at_least}")
 
+    def call(self, srv_type, name: str, request, timeout: float = 10.0):
+        """Call service ``name`` once and wait for its response (TimeoutError when none comes)."""
+        client = self.node.create_client(srv_type, name)
+        try:
+            if not client.wait_for_service(timeout_sec=timeout):
+                raise TimeoutError(f"{name} not available")
+            future = client.call_async(request)
+            deadline = time.monotonic() + timeout
+            while not future.done() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if not future.done():
+                raise TimeoutError(f"{name} did not answer")
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
     def set_parameters(self, node_name: str, timeout: float = 10.0, **values) -> list[tuple[bool, str]]:
         """Set parameters of ``node_name`` (fully qualified) through its set_parameters service;
         (successful, reason) per parameter."""
         from rcl_interfaces.srv import SetParameters
         from rclpy.parameter import Parameter
 
-        client = self.node.create_client(SetParameters, f"{node_name}/set_parameters")
-        try:
-            if not client.wait_for_service(timeout_sec=timeout):
-                raise TimeoutError(f"{node_name}/set_parameters not available")
-            req = SetParameters.Request(
-                parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()]
-            )
-            future = client.call_async(req)
-            deadline = time.monotonic() + timeout
-            while not future.done() and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if not future.done():
-                raise TimeoutError(f"{node_name}/set_parameters did not answer")
-            return [(r.successful, r.reason) for r in future.result().results]
-        finally:
-            self.node.destroy_client(client)
+        req = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+        return [(r.successful, r.reason) for r in self.call(SetParameters, f"{node_name}/set_parameters", req).results]
+
+    def change_state(self, node_name: str, transition_id: int, timeout: float = 60.0) -> bool:
+        """Trigger lifecycle transition ``transition_id`` (lifecycle_msgs/msg/Transition) through
+        ``<node>/change_state``; the service's ``success``."""
+        from lifecycle_msgs.msg import Transition
+        from lifecycle_msgs.srv import ChangeState
+
+        req = ChangeState.Request(transition=Transition(id=transition_id))
+        return self.call(ChangeState, f"{node_name}/change_state", req, timeout).success
+
+    def lifecycle_state(self, node_name: str, timeout: float = 10.0) -> str:
+        """The node's lifecycle state label (``<node>/get_state``), e.g. 'unconfigured'."""
+        from lifecycle_msgs.srv import GetState
+
+        return self.call(GetState, f"{node_name}/get_state", GetState.Request(), timeout).current_state.label
+
+    def subscribe_markers(self):
+        """Subscribe ``depth_markers``; MarkerArray messages arrive on ``self.markers``."""
+        from rclpy.qos import QoSProfile
+        from visualization_msgs.msg import MarkerArray
+
+        return self.node.create_subscription(
+            MarkerArray, self.topic("depth_markers"), self.markers.put, QoSProfile(depth=100)
+        )
 
     def close(self) -> None:
         import rclpy

@@ -39,6 +39,7 @@ def test_colcon_build_and_installed_node(tmp_path: Path) -> None:
     exe = prefix / "lib" / "spd_ros" / "spd_node"
     params = prefix / "share" / "spd_ros" / "config" / "spd.yaml"
     assert exe.is_file() and params.is_file()
+    assert (prefix / "lib" / "spd_ros" / "spd_lifecycle_node").is_file()  # ros2 run spd_ros spd_lifecycle_node
     launch = (prefix / "share" / "spd_ros" / "launch" / "spd.launch.py").read_text()
     tree = ast.parse(launch)  # launch/launch_ros are not installable here: check what it would start
     strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}

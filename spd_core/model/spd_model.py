@@ -281,7 +281,7 @@ class SPDModel(nn.Module):
         return mac_costs(tables, self.local.proj_l1.in_channels, c.local_dim, c.head_dim)
 
     @torch.inference_mode()
-    def measure_costs(self, feats: FrameFeatures, precision: str = "fp32", repeats: int = 3) -> CostModel:
+    def measure_costs(self, feats: FrameFeatures, precision: str = "fp32", repeats: int = 5) -> CostModel:
         """The planner's costs in ms, timed on ``feats``' device and size (best of ``repeats``)."""
         dev, (h, w) = feats.local_s8.device, feats.size
         one = feats.select(0)
