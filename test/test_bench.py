@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from spd_core.bench.baseline import DAv2SmallShaped, dav2_input_size, run_baseline
 from spd_core.bench.cli import main
 from spd_core.bench.flops import count_macs
 from spd_core.bench.macs import PLAN_MACS
+from spd_core.bench.report import baseline_markdown
 from spd_core.bench.timing import crossover
 from spd_core.model.dpt_reference import DPTReferenceDecoder
 
@@ -151,3 +153,25 @@ def test_bad_arguments_give_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert err.startswith("spd-bench: error:") and message in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_dav2_small_shaped_baseline() -> None:
+    """The anchor: ViT-S/14 tokens of 4 layers -> DPT head -> depth at the input size; inputs
+    keep the camera's aspect at a 518-px short side or the same pixel count (multiples of 14)."""
+    assert dav2_input_size((416, 544)) == (518, 672) and dav2_input_size((416, 544), "pixels") == (420, 546)
+    assert dav2_input_size((720, 1280)) == (518, 924)
+    model = DAv2SmallShaped((70, 98)).eval()
+    vit = model.backbone  # ViT-S/14: 12 blocks of width 384 (qkv, proj, MLP 4x, 2 LN, 2 LayerScale)
+    per_block = 4 * 384 * 384 + 4 * 384 + 2 * 384 * 1536 + 1536 + 384 + 4 * 384 + 2 * 384
+    assert len(vit.blocks) == 12 and sum(p.numel() for p in vit.blocks.parameters()) == 12 * per_block
+    with torch.no_grad():
+        depth = model(torch.randn(1, 3, 70, 98))
+    assert depth.shape == (1, 1, 70, 98) and torch.isfinite(depth).all()
+    run = run_baseline(
+        "convnextv2_atto", (64, 96), torch.device("cpu"), ks=(1, 64), repeats=1, warmup=0, matches=("pixels",)
+    )
+    (b,) = run["baselines"]
+    assert b["size"] == [70, 98] and [r["k"] for r in b["rows"]] == [1, 64]
+    for r in b["rows"]:
+        assert r["ratio"] == pytest.approx(r["baseline_ms"] / r["spd_ms"]) and r["spd_ms"] > run["spd_encode_ms"]
+    assert "DAv2-S forward + lookup ms" in "\n".join(baseline_markdown(run))

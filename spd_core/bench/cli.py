@@ -24,6 +24,7 @@ from typing import Any
 import timm
 import torch
 
+from spd_core.bench.baseline import run_baseline
 from spd_core.bench.macs import PLAN_ENCODER, mac_crossovers, mac_rows, module_macs
 from spd_core.bench.report import to_markdown
 from spd_core.bench.resolutions import CAMERA_SIZES, run_resolutions
@@ -94,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=CAMERA_SIZES,
         help="camera sizes HxW timed at the pixel budget of --size (aspect kept); 'none' skips "
         "(default 480x640,480x848,720x1280,1080x1920)",
+    )
+    p.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also time a Depth-Anything-V2-Small-shaped model (ViT-S/14 + DPT, random weights) against "
+        "SPD frame + K queries at the matching resolution",
     )
     p.add_argument("--macs-encoder", default=PLAN_ENCODER, help="encoder of the MACs tables (default: the plan's)")
     p.add_argument("--macs-only", action="store_true", help="MACs tables only, no timing")
@@ -167,6 +174,10 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                 chunk=args.chunk,
             )
             report["timing"].append(run_timing(cfg))
+        if args.baseline:
+            report["baseline"] = run_baseline(
+                args.encoder, args.size, args.device, repeats=args.repeats, warmup=args.warmup
+            )
         if args.resolutions:
             report["resolutions"] = run_resolutions(
                 args.encoder, args.size, args.resolutions, args.device, args.precision, args.repeats, args.warmup

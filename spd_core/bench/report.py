@@ -157,6 +157,29 @@ def resolutions_markdown(run: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def baseline_markdown(run: dict[str, Any]) -> list[str]:
+    h, w = run["size"]
+    lines = [
+        f"### Against a Depth-Anything-V2-Small-shaped model (ViT-S/14 + DPT D=64, random weights), "
+        f"{run['device']}, {run['threads']} threads, median of {run['repeats']}",
+        "",
+        f"SPD {run['encoder']} at {h}×{w}: frame pass {run['spd_encode_ms']:.1f} ms, + K planned queries.",
+        "",
+    ]
+    for b in run["baselines"]:
+        bh, bw = b["size"]
+        how = "518-px short side" if b["match"] == "short_side" else "the same pixel count"
+        lines += [
+            f"DAv2-S-shaped at {bh}×{bw} ({how}): forward {b['forward_ms']:.1f} ms.",
+            "",
+            "| K | SPD frame + K ms | DAv2-S forward + lookup ms | DAv2-S / SPD |",
+            "|---:|---:|---:|---:|",
+        ]
+        lines += [f"| {r['k']} | {r['spd_ms']:.1f} | {r['baseline_ms']:.1f} | {r['ratio']:.2f}× |" for r in b["rows"]]
+        lines.append("")
+    return lines
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     """The whole report as Markdown."""
     env = report["environment"]
@@ -173,6 +196,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines += ["## Wall time (same process, same run)", ""]
         for run in report["timing"]:
             lines += timing_markdown(run)
+    if report.get("baseline"):
+        lines += baseline_markdown(report["baseline"])
     if report.get("resolutions"):
         lines += resolutions_markdown(report["resolutions"])
     if report.get("node") is not None:
