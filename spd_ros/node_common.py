@@ -42,7 +42,7 @@ from spd_core.predictor import DepthPredictor
 from spd_ros import conversions
 from spd_ros.markers import depth_markers
 from spd_ros.params import RUNTIME, NodeParams, declare, qos_profile, worker_settings
-from spd_ros.ros_env import apply_local_defaults
+from spd_ros.ros_env import apply_local_defaults, exit_with_parent
 from spd_ros.worker import Answer, DepthWorker, ImageJob, QueryJob
 
 THROTTLE_S = 5.0
@@ -352,6 +352,7 @@ def run(node_class: type, args: list[str] | None = None) -> int:
     """``main`` of both executables: init (a malformed --ros-args: one line, exit 2), spin until
     Ctrl-C or SIGTERM (exit 0, worker joined), a StartupError from the constructor: one line, exit 2."""
     apply_local_defaults()
+    exit_with_parent()  # orphaned by a parent that ended (ros2 launch on SIGTERM): shut down as on Ctrl-C
     try:
         rclpy.init(args=args)
     except RCLError as e:  # malformed --ros-args or an unreadable params file

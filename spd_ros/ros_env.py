@@ -46,3 +46,24 @@ def apply_local_defaults() -> None:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", DEFAULT_DOMAIN_ID)
     os.environ["AMENT_PREFIX_PATH"] = _ament_prefix(os.environ.get("AMENT_PREFIX_PATH"))
+
+
+def exit_with_parent() -> bool:
+    """Ask Linux to send this process SIGINT when its parent ends (``prctl(PR_SET_PDEATHSIG)``).
+
+    ``ros2 launch`` answers SIGTERM by cancelling its loop without stopping what it started
+    ("can result in orphaned processes"); with this the node then shuts down as on Ctrl-C. Returns
+    False where it is not available (not Linux).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    parent = os.getppid()
+    if ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGINT), 0, 0, 0) != 0:
+        return False
+    if os.getppid() != parent:  # the parent ended before the request was in place
+        os.kill(os.getpid(), signal.SIGINT)
+    return True
