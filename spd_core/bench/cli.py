@@ -36,7 +36,7 @@ from spd_core.model.spd_model import QUERY_CHUNK
 
 log = logging.getLogger(__name__)
 
-DEFAULT_KS = (1, 16, 64, 128, 256, 512, 1024)
+DEFAULT_KS = (1, 16, 64, 128, 256, 512, 1024, 2048, 4096)
 QUICK = {"encoder": "convnextv2_atto", "size": (64, 96), "ks": (1, 16, 64), "repeats": 2, "warmup": 1}
 FULL = {"encoder": PLAN_ENCODER, "size": (416, 544), "ks": DEFAULT_KS, "repeats": 5, "warmup": 1}
 
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--encoder", default=None, help=f"timm convnextv2_* for timing (default {FULL['encoder']})")
     p.add_argument("--size", type=parse_size, default=None, help="timing input HxW (default 416x544)")
-    p.add_argument("--ks", type=parse_ks, default=None, help="query counts (default 1,16,64,128,256,512,1024)")
+    p.add_argument("--ks", type=parse_ks, default=None, help="query counts (default 1,16,64,128,256,512,1024,2048,4096)")
     p.add_argument(
         "--repeats", type=positive_int, default=None, help="timed runs per figure, median reported (default 5)"
     )
