@@ -17,7 +17,7 @@ from spd_core.bench.cli import main
 from spd_core.bench.flops import count_macs
 from spd_core.bench.macs import PLAN_MACS
 from spd_core.bench.report import baseline_markdown
-from spd_core.bench.timing import crossover
+from spd_core.bench.timing import _query_points, crossover
 from spd_core.model.dpt_reference import DPTReferenceDecoder
 
 
@@ -175,3 +175,13 @@ def test_dav2_small_shaped_baseline() -> None:
     for r in b["rows"]:
         assert r["ratio"] == pytest.approx(r["baseline_ms"] / r["spd_ms"]) and r["spd_ms"] > run["spd_encode_ms"]
     assert "DAv2-S forward + lookup ms" in "\n".join(baseline_markdown(run))
+
+
+def test_clustered_query_layout() -> None:
+    """32 queries per 24x24 box, inside the image; random covers the image."""
+    uv = _query_points(70, (64, 96), torch.device("cpu"), 0, "clustered")[0]
+    assert uv.shape == (70, 2) and (uv >= 0).all() and (uv[:, 0] <= 95).all() and (uv[:, 1] <= 63).all()
+    for box in uv.split(32):
+        assert (box.max(0).values - box.min(0).values <= 23).all()
+    spread = _query_points(500, (64, 96), torch.device("cpu"), 0)[0]
+    assert (spread.max(0).values - spread.min(0).values > torch.tensor([80.0, 50.0])).all()

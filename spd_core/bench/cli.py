@@ -28,7 +28,7 @@ from spd_core.bench.baseline import run_baseline
 from spd_core.bench.macs import PLAN_ENCODER, mac_crossovers, mac_rows, module_macs
 from spd_core.bench.report import to_markdown
 from spd_core.bench.resolutions import CAMERA_SIZES, run_resolutions
-from spd_core.bench.timing import TimingConfig, run_timing
+from spd_core.bench.timing import QUERY_LAYOUTS, TimingConfig, run_timing
 from spd_core.cli_args import OneLineParser, check_out_dir, image_size, nonneg_int, positive_int
 from spd_core.cli_args import input_size as parse_size
 from spd_core.device import PRECISIONS, check_precision, resolve_device
@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--encoder", default=None, help=f"timm convnextv2_* for timing (default {FULL['encoder']})")
     p.add_argument("--size", type=parse_size, default=None, help="timing input HxW (default 416x544)")
-    p.add_argument("--ks", type=parse_ks, default=None, help="query counts (default 1,16,64,128,256,512,1024,2048,4096)")
+    p.add_argument(
+        "--ks", type=parse_ks, default=None, help="query counts (default 1,16,64,128,256,512,1024,2048,4096)"
+    )
     p.add_argument(
         "--repeats", type=positive_int, default=None, help="timed runs per figure, median reported (default 5)"
     )
@@ -76,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("off", "on", "both"),
         default="off",
         help="memory format of model and input; 'both' times each (default off)",
+    )
+    p.add_argument(
+        "--layout",
+        choices=(*QUERY_LAYOUTS, "both"),
+        default="random",
+        help="query pixels: uniform over the image, clustered in 24x24 boxes of 32 (a detector), or both",
     )
     p.add_argument(
         "--chunk",
@@ -161,7 +169,8 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         report["macs"].append(m)
     if not args.macs_only:
         layouts = {"off": (False,), "on": (True,), "both": (False, True)}[args.channels_last]
-        for cl in layouts:
+        queries = QUERY_LAYOUTS if args.layout == "both" else (args.layout,)
+        for cl, layout in ((cl, q) for cl in layouts for q in queries):
             cfg = TimingConfig(
                 encoder=args.encoder,
                 size=args.size,
@@ -172,6 +181,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                 warmup=args.warmup,
                 channels_last=cl,
                 chunk=args.chunk,
+                layout=layout,
             )
             report["timing"].append(run_timing(cfg))
         if args.baseline:

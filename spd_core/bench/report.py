@@ -63,6 +63,7 @@ def timing_markdown(run: dict[str, Any]) -> list[str]:
     p = run["phases"]
     lines = [
         f"### {run['encoder']} {h}×{w}, {run['device']}, {run['precision']}, {layout}, "
+        f"{run.get('layout', 'random')} queries, "
         f"{run['threads']} threads, query chunk {run['query_chunk']}, "
         f"median of {run['repeats']} after {run['warmup']} warm-up",
         "",

@@ -41,6 +41,7 @@ class TimingConfig:
     channels_last: bool = False
     chunk: int = 0  # queries per batched window pass of SPDModel.query; 0 = QUERY_CHUNK[device]
     seed: int = 0
+    layout: str = "random"  # where the queries are (QUERY_LAYOUTS)
 
 
 def time_fn(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int) -> dict[str, Any]:
@@ -121,9 +122,23 @@ def sample_bilinear(depth: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(depth, grid, mode="bilinear", align_corners=True)[:, 0, :, 0]
 
 
-def _query_points(k: int, size: tuple[int, int], device: torch.device, seed: int) -> torch.Tensor:
+QUERY_LAYOUTS = ("random", "clustered")
+BOX = 24  # side (px) of a detector box in the clustered layout; up to 32 queries in each
+
+
+def _query_points(
+    k: int, size: tuple[int, int], device: torch.device, seed: int, layout: str = "random"
+) -> torch.Tensor:
+    """K query pixels [1,K,2]: uniform over the image (``random``), or ``clustered`` as a detector's
+    samples, 32 per 24×24 box at random places (clustered corners, keypoints of a few objects)."""
     g = torch.Generator().manual_seed(seed + k)
-    return (torch.rand(1, k, 2, generator=g) * torch.tensor([size[1] - 1.0, size[0] - 1.0])).to(device)
+    (h, w), box = size, min(BOX, *size)
+    if layout == "random":
+        return (torch.rand(1, k, 2, generator=g) * torch.tensor([w - 1.0, h - 1.0])).to(device)
+    n_box = -(-k // 32)
+    corners = torch.rand(n_box, 2, generator=g) * torch.tensor([w - box, h - box])
+    inside = torch.rand(k, 2, generator=g) * (box - 1)
+    return (corners.repeat_interleave(32, 0)[:k] + inside)[None].to(device)
 
 
 @torch.inference_mode()
@@ -168,7 +183,7 @@ def run_timing(cfg: TimingConfig) -> dict[str, Any]:
 
     per_k = []
     for k in cfg.ks:
-        uv = _query_points(k, cfg.size, dev, cfg.seed)
+        uv = _query_points(k, cfg.size, dev, cfg.seed, cfg.layout)
         q = t(lambda uv=uv: model.query(feats, uv, prec, chunk=cfg.chunk or None))
         p = t(lambda uv=uv: planned(uv))
         d = t(lambda uv=uv: sample_bilinear(model.decode_dense(feats, prec), uv))
@@ -198,6 +213,7 @@ def run_timing(cfg: TimingConfig) -> dict[str, Any]:
         "device": str(dev),
         "precision": prec,
         "channels_last": cfg.channels_last,
+        "layout": cfg.layout,
         "query_chunk": cfg.chunk or QUERY_CHUNK.get(cfg.device.type, 1024),
         "repeats": cfg.repeats,
         "warmup": cfg.warmup,
