@@ -214,6 +214,14 @@ class RosHarness:
                 return value
         raise AssertionError(f"diagnostics counter {key} = {value}, expected >= {at_least}")
 
+    def subscription_qos(self, name: str, node_name: str = "spd_node"):
+        """The QoS of ``node_name``'s one subscription to spd_node's topic ``name``, as the ROS graph
+        (DDS discovery) shows it: reliability and durability (history depth is not in discovery)."""
+        topic = self.node.resolve_topic_name(self.topic(name))
+        infos = [i for i in self.node.get_subscriptions_info_by_topic(topic) if i.node_name == node_name]
+        assert len(infos) == 1, f"{len(infos)} subscriptions of {node_name} to {topic}"
+        return infos[0].qos_profile
+
     def call(self, srv_type, name: str, request, timeout: float = 10.0):
         """Call service ``name`` once and wait for its response (TimeoutError when none comes)."""
         client = self.node.create_client(srv_type, name)
@@ -238,6 +246,17 @@ class RosHarness:
 
         req = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
         return [(r.successful, r.reason) for r in self.call(SetParameters, f"{node_name}/set_parameters", req).results]
+
+    def get_parameters(self, node_name: str, *names: str) -> dict[str, Any]:
+        """Current values of parameters ``names`` of ``node_name`` (fully qualified), through its
+        get_parameters service."""
+        from rcl_interfaces.srv import GetParameters
+        from rclpy.parameter import parameter_value_to_python
+
+        values = self.call(
+            GetParameters, f"{node_name}/get_parameters", GetParameters.Request(names=list(names))
+        ).values
+        return {name: parameter_value_to_python(v) for name, v in zip(names, values, strict=True)}
 
     def change_state(self, node_name: str, transition_id: int, timeout: float = 60.0) -> bool:
         """Trigger lifecycle transition ``transition_id`` (lifecycle_msgs/msg/Transition) through
