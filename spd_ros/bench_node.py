@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 DEFAULT_DOMAIN_ID = 91  # its own domain, never the shell's; SPD_BENCH_DOMAIN_ID overrides it
 START_TIMEOUT_S = 90.0  # node start-up includes building the model
 ANSWER_TIMEOUT_S = 10.0
-STAMP = (1_700_000_000, 123_000_000)  # the one image's stamp (sec, nanosec)
+STAMP_NS = 1_700_000_000_123_000_000  # the one image's stamp
 BLOCK = 10  # model timings and round trips alternate in blocks of this many
 SETTLE_S = 0.05  # pause between blocks
 DIAG_WAIT_S = 1.2  # spd_node publishes /diagnostics once a second: wait for the window in progress
@@ -89,24 +89,15 @@ def _stop(proc: subprocess.Popen, log_file: Path) -> str:
 
 
 def _image_msg(image: np.ndarray) -> Any:
-    from sensor_msgs.msg import Image
+    from spd_ros.conversions import header_at, rgb_image
 
-    msg = Image()
-    msg.header.stamp.sec, msg.header.stamp.nanosec = STAMP
-    msg.header.frame_id = "camera_optical"
-    msg.height, msg.width = image.shape[:2]
-    msg.encoding, msg.step = "rgb8", image.shape[1] * 3
-    msg.data = image.tobytes()
-    return msg
+    return rgb_image(header_at(STAMP_NS, "camera_optical"), image)
 
 
 def _query_msg(uv: np.ndarray) -> Any:
-    from geometry_msgs.msg import Point32, PolygonStamped
+    from spd_ros.conversions import header_at, polygon_stamped
 
-    msg = PolygonStamped()
-    msg.header.stamp.sec, msg.header.stamp.nanosec = STAMP
-    msg.polygon.points = [Point32(x=float(u), y=float(v), z=0.0) for u, v in uv]
-    return msg
+    return polygon_stamped(header_at(STAMP_NS), uv)
 
 
 class _RoundTrip:

@@ -138,11 +138,10 @@ class RosHarness:
 
     @staticmethod
     def header(stamp: float, frame_id: str = "cam"):
-        from std_msgs.msg import Header
+        """A header stamped ``stamp`` seconds."""
+        from spd_ros.conversions import header_at
 
-        h = Header(frame_id=frame_id)
-        h.stamp.sec, h.stamp.nanosec = int(stamp), round((stamp - int(stamp)) * 1e9)
-        return h
+        return header_at(round(stamp * 1e9), frame_id)
 
     def publish(self, topic: str, msg) -> None:
         self.pub[topic].publish(msg)
@@ -160,11 +159,9 @@ class RosHarness:
         self.publish("camera_info", msg)
 
     def send_queries(self, stamp: float, uv) -> None:
-        from geometry_msgs.msg import Point32, PolygonStamped
+        from spd_ros.conversions import polygon_stamped
 
-        msg = PolygonStamped(header=self.header(stamp))
-        msg.polygon.points = [Point32(x=float(u), y=float(v), z=0.0) for u, v in uv]
-        self.publish("queries", msg)
+        self.publish("queries", polygon_stamped(self.header(stamp), uv))
 
     def send_query_points(self, stamp: float, uv: np.ndarray, ids: np.ndarray | None = None) -> None:
         from spd_ros.conversions import make_pointcloud2

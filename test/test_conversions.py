@@ -10,7 +10,6 @@ import zlib
 
 import numpy as np
 import pytest
-from geometry_msgs.msg import Point32, PolygonStamped
 from PIL import Image as PILImage
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
@@ -76,6 +75,19 @@ def test_pointcloud_round_trip() -> None:
     assert conv.pointcloud2_fields(empty, ["u"])["u"].shape == (0,)
     with pytest.raises(ValueError, match="no field"):
         conv.pointcloud2_fields(msg, ["u", "v"])
+
+
+def test_polygon_and_header_round_trip() -> None:
+    """polygon_stamped / header_at are the inverses of polygon_query / stamp_ns."""
+    header = conv.header_at(1_700_000_000_123_456_789, "cam")
+    assert (header.stamp.sec, header.stamp.nanosec, header.frame_id) == (1_700_000_000, 123_456_789, "cam")
+    assert conv.stamp_ns(header) == 1_700_000_000_123_456_789
+    uv = np.float32([[1.5, 2.25], [0, 119], [np.nan, -1]])
+    msg = conv.polygon_stamped(header, uv)
+    assert msg.header == header and [p.z for p in msg.polygon.points] == [0.0] * 3
+    back, ids = conv.polygon_query(msg)
+    np.testing.assert_array_equal(back, uv)
+    assert ids is None and conv.polygon_query(conv.polygon_stamped(header, []))[0].shape == (0, 2)
 
 
 def test_intrinsics_and_depth_image() -> None:
@@ -283,8 +295,7 @@ def test_too_many_points_rejected_before_the_data() -> None:
     with pytest.raises(conv.TooManyPoints, match="6 points > max_queries=5"):
         conv.cloud_query(cloud, max_points=5)
     assert conv.cloud_query(cloud, max_points=6)[0].shape == (6, 2)
-    poly = PolygonStamped()
-    poly.polygon.points = [Point32(x=float(i), y=2.0 * i, z=0.0) for i in range(6)]
+    poly = conv.polygon_stamped(Header(), [(float(i), 2.0 * i) for i in range(6)])
     with pytest.raises(conv.TooManyPoints, match="6 points > max_queries=5"):
         conv.polygon_query(poly, max_points=5)
     uv, ids = conv.polygon_query(poly, max_points=6)
