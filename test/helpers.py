@@ -1,13 +1,18 @@
-"""Shared test helpers: real timm models with random weights whose depth really varies."""
+"""Shared test helpers: real timm models with random weights whose depth really varies; a plain
+tensor transform for datasets."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from spd_core import ModelConfig, SPDModel
+from spd_core.data import DataError, Sample
+from spd_core.data.transforms import to_tensors
 
 
 @torch.no_grad()
@@ -38,3 +43,22 @@ def random_model(
     model = SPDModel(ModelConfig(encoder=encoder, **cfg)).eval()
     x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(seed))
     return vary_decoder(model, x, log_std, seed)
+
+
+class EvalTransform:
+    """A dataset transform for tests (the product evaluates raw samples through DepthPredictor): no
+    augmentation, ``to_tensors``; the image is resized to ``size`` = (h, w) (multiples of 32) when given,
+    depth stays at the native resolution for the metrics; the focal stays that of the native image."""
+
+    def __init__(self, size: tuple[int, int] | None = None) -> None:
+        if size is not None and (len(size) != 2 or min(size) < 32 or size[0] % 32 or size[1] % 32):
+            raise DataError(f"eval size must be (height, width), multiples of 32, got {size}")
+        self.size = (int(size[0]), int(size[1])) if size is not None else None
+
+    def __call__(self, s: Sample) -> dict:
+        out = to_tensors(s["image"].astype(np.float32) / 255.0, s["depth"], s["focal"], s.get("name", ""))
+        if self.size and tuple(out["image"].shape[-2:]) != self.size:
+            out["image"] = F.interpolate(
+                out["image"][None], size=self.size, mode="bilinear", align_corners=False, antialias=True
+            )[0]
+        return out
