@@ -4,6 +4,8 @@ tensor transform for datasets."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,6 +15,7 @@ from torch import nn
 from spd_core import ModelConfig, SPDModel
 from spd_core.data import DataError, Sample
 from spd_core.data.transforms import to_tensors
+from spd_core.model.checkpoint import Checkpoint, make_checkpoint, save_checkpoint
 
 
 @torch.no_grad()
@@ -43,6 +46,25 @@ def random_model(
     model = SPDModel(ModelConfig(encoder=encoder, **cfg)).eval()
     x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(seed))
     return vary_decoder(model, x, log_std, seed)
+
+
+def saved_model(
+    path: Path, size: tuple[int, int] = (64, 96), seed: int = 0, **ckpt_fields: Any
+) -> tuple[SPDModel, Checkpoint]:
+    """A :func:`random_model` (convnextv2_atto) trained at ``size``, and its checkpoint with
+    ``ckpt_fields`` (e.g. train_focal), written to ``path`` as spd-train would."""
+    model = random_model("convnextv2_atto", size=size, seed=seed)
+    ckpt = make_checkpoint(model, input_size=size, **ckpt_fields)
+    save_checkpoint(path, ckpt)
+    return model, ckpt
+
+
+def colour_variants(rgb: np.ndarray, alpha: int = 9) -> dict[str, np.ndarray]:
+    """``rgb`` (uint8 [H,W,3]) laid out as each colour encoding: rgb8, bgr8, rgba8, bgra8 (alpha
+    ``alpha``); each decodes back to ``rgb``."""
+    a = np.full((*rgb.shape[:2], 1), alpha, np.uint8)
+    bgr = rgb[:, :, ::-1]
+    return {"rgb8": rgb, "bgr8": bgr, "rgba8": np.concatenate([rgb, a], 2), "bgra8": np.concatenate([bgr, a], 2)}
 
 
 class EvalTransform:

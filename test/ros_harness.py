@@ -5,11 +5,13 @@ Every process gets ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and its own ``ROS
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -285,3 +287,22 @@ class RosHarness:
         self.executor.shutdown(timeout_sec=1.0)
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.ctx)
+
+
+ALL_INPUTS = ("image", "queries", "query_points", "camera_info")
+
+
+@contextlib.contextmanager
+def connected(
+    harness: RosHarness, node: NodeProcess, topics: tuple[str, ...] = ALL_INPUTS, logged: tuple[str, ...] = ()
+) -> Iterator[None]:
+    """``harness`` and ``node`` matched on ``topics`` inside; on leaving, the harness is closed and the
+    node stopped (Ctrl-C), which must exit 0 without a traceback, having printed each of ``logged``."""
+    try:
+        harness.wait_ready(node, topics)
+        yield
+    finally:
+        harness.close()
+        rc = node.stop()
+        out = node.output()
+        assert rc == 0 and "Traceback" not in out and all(text in out for text in logged), out

@@ -11,11 +11,10 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import torch
-from helpers import random_model
-from ros_harness import NodeProcess, RosHarness, fresh_domain_id
+from helpers import saved_model
+from ros_harness import NodeProcess, RosHarness, connected, fresh_domain_id
 
 from spd_core.camera import back_project, rescale_intrinsics
-from spd_core.model.checkpoint import make_checkpoint, save_checkpoint
 from spd_core.predictor import DepthPredictor
 from spd_ros.launch_util import node_command
 from spd_ros.ros_env import local_ros_env
@@ -29,11 +28,8 @@ NAMESPACE, REMAPS = "cam", {"image": "/camera/color/image_raw", "depth_points": 
 
 @pytest.fixture(scope="module")
 def model_and_ckpt(tmp_path_factory: pytest.TempPathFactory):
-    model = random_model("convnextv2_atto", size=(64, 96), seed=21)
-    ckpt = make_checkpoint(model, train_focal=100.0, input_size=(64, 96))
     path = tmp_path_factory.mktemp("node") / "model.pt"
-    save_checkpoint(path, ckpt)
-    return model, ckpt, path
+    return (*saved_model(path, seed=21, train_focal=100.0), path)
 
 
 @pytest.fixture(scope="module")
@@ -58,19 +54,13 @@ def started(model_and_ckpt, tmp_path_factory) -> Iterator[tuple[RosHarness, Node
         stamp_tolerance=0.001,
     )
     harness = RosHarness(domain, NAMESPACE, REMAPS)
-    try:
-        harness.wait_ready(node, ("image", "queries", "query_points", "camera_info"))
+    with connected(harness, node, logged=("worker joined",)):  # a clean Ctrl-C
         assert harness.pub["image"].topic_name == "/camera/color/image_raw"
         assert harness.sub_points.topic_name == "/cam/points"
         harness.send_queries(0.0, [(5, 5), (10, 10)])
         answer = harness.next_answer()
         first = {"answer": answer, "unmatched": harness.wait_counter("query_messages_unmatched", 1)}
         yield harness, node, first
-    finally:
-        harness.close()
-        rc = node.stop()
-        out = node.output()
-        assert rc == 0 and "Traceback" not in out and "worker joined" in out, out  # clean Ctrl-C
 
 
 @pytest.fixture

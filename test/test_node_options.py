@@ -13,12 +13,11 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
-from helpers import random_model
-from ros_harness import NodeProcess, RosHarness, fresh_domain_id
+from helpers import saved_model
+from ros_harness import NodeProcess, RosHarness, connected, fresh_domain_id
 
 from spd_core.camera import back_project
 from spd_core.eval.metrics import grid_pixels
-from spd_core.model.checkpoint import make_checkpoint, save_checkpoint
 from spd_core.predictor import DepthPredictor
 
 H, W = 120, 160
@@ -32,10 +31,8 @@ IDS = itertools.count(1)
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RosHarness, dict[str, DepthPredictor]]]:
     """The node, and predictors: as the node is set up (bf16, unscaled), in fp32, and focal-scaled."""
-    model = random_model("convnextv2_atto", size=(64, 96), seed=41)
-    ckpt = make_checkpoint(model, train_focal=100.0, input_size=(64, 96))
     path = tmp_path_factory.mktemp("options") / "model.pt"
-    save_checkpoint(path, ckpt)
+    model, ckpt = saved_model(path, seed=41, train_focal=100.0)
     predictors = {
         "node": DepthPredictor.from_model(model, ckpt, precision="bf16", focal_scaling=False, planner="windows"),
         "fp32": DepthPredictor.from_model(model, ckpt, focal_scaling=False, planner="windows"),
@@ -59,13 +56,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RosHarness
         inline_max_points=1_000_000,  # any query that finds the model free is answered on the callback thread
     )
     harness = RosHarness(domain)
-    try:
-        harness.wait_ready(node, ("image", "queries", "query_points", "camera_info"))
+    with connected(harness, node):
         yield harness, predictors
-    finally:
-        harness.close()
-        rc = node.stop()
-        assert rc == 0 and "Traceback" not in node.output(), node.output()
 
 
 def image(seed: int) -> np.ndarray:

@@ -15,10 +15,9 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from helpers import random_model
+from helpers import saved_model
 from ros_harness import RosHarness, fresh_domain_id
 
-from spd_core.model.checkpoint import make_checkpoint, save_checkpoint
 from spd_ros.launch_util import node_command
 
 
@@ -33,7 +32,7 @@ def in_process(tmp_path) -> Iterator[tuple[RosHarness, object, queue.Queue]]:
     from spd_ros.spd_node import SpdNode
 
     path = tmp_path / "model.pt"
-    save_checkpoint(path, make_checkpoint(random_model("convnextv2_atto", size=(64, 96)), input_size=(64, 96)))
+    saved_model(path)
     harness = RosHarness(fresh_domain_id())  # sets this process's ROS domain and localhost discovery
     logs: queue.Queue = queue.Queue()
     harness.node.create_subscription(Log, "/rosout", logs.put, QoSProfile(depth=1000))
