@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,27 +36,13 @@ from spd_core.model.checkpoint import make_checkpoint, save_checkpoint
 from spd_core.model.spd_model import ModelConfig, SPDModel
 from spd_core.predictor import DepthPredictor, Frame
 from spd_core.preprocess import to_model_pixels
+from spd_ros.bench_client import RoundTrip, image_msg
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DOMAIN_ID = 91  # its own domain, never the shell's; SPD_BENCH_DOMAIN_ID overrides it
-START_TIMEOUT_S = 90.0  # node start-up includes building the model
-ANSWER_TIMEOUT_S = 10.0
-STAMP = (1_700_000_000, 123_000_000)  # the one image's stamp (sec, nanosec)
 BLOCK = 10  # model timings and round trips alternate in blocks of this many
 SETTLE_S = 0.05  # pause between blocks
-DIAG_WAIT_S = 1.2  # spd_node publishes /diagnostics once a second: wait for the window in progress
-
-
-@dataclass
-class NodeWindow:
-    """One /diagnostics message of spd_node: the queries it answered in [start, end) (wall clock)."""
-
-    start: float
-    end: float
-    messages: int
-    points: int
-    latency_p50_ms: float  # receipt -> answer ready
 
 
 def bench_env(threads: int | None) -> dict[str, str]:
@@ -88,138 +73,8 @@ def _stop(proc: subprocess.Popen, log_file: Path) -> str:
     return " | ".join(lines[-5:])
 
 
-def _image_msg(image: np.ndarray) -> Any:
-    from sensor_msgs.msg import Image
-
-    msg = Image()
-    msg.header.stamp.sec, msg.header.stamp.nanosec = STAMP
-    msg.header.frame_id = "camera_optical"
-    msg.height, msg.width = image.shape[:2]
-    msg.encoding, msg.step = "rgb8", image.shape[1] * 3
-    msg.data = image.tobytes()
-    return msg
-
-
-def _query_msg(uv: np.ndarray) -> Any:
-    from geometry_msgs.msg import Point32, PolygonStamped
-
-    msg = PolygonStamped()
-    msg.header.stamp.sec, msg.header.stamp.nanosec = STAMP
-    msg.polygon.points = [Point32(x=float(u), y=float(v), z=0.0) for u, v in uv]
-    return msg
-
-
-class _RoundTrip:
-    """Publishers, and the answers' subscription read through a wait set of its own on the calling
-    thread: no executor and no thread hand-off, so a round trip carries as little of this client's
-    own cost as rclpy allows."""
-
-    def __init__(self, node: Any) -> None:
-        from diagnostic_msgs.msg import DiagnosticArray
-        from geometry_msgs.msg import PolygonStamped
-        from rclpy.impl.implementation_singleton import rclpy_implementation
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import Image, PointCloud2
-
-        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self.node = node
-        self.pub_image = node.create_publisher(Image, "image", reliable)
-        self.pub_query = node.create_publisher(PolygonStamped, "queries", reliable)
-        self.sub = node.create_subscription(PointCloud2, "depth_points", lambda _: None, reliable)
-        history = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)  # read once per K
-        self.diag = node.create_subscription(DiagnosticArray, "/diagnostics", lambda _: None, history)
-        self._last: tuple[float, tuple[int, int]] | None = None  # last window: end, (messages, points)
-        self.sent: list[tuple[float, float]] = []  # (wall-clock time published, round trip ms) of each answer
-        self._wait_set = rclpy_implementation.WaitSet(1, 0, 0, 0, 0, 0, node.context.handle)
-
-    def _take(self, timeout_s: float) -> tuple[float, Any] | None:
-        """The next answer within ``timeout_s``: (arrival time, message), else None."""
-        deadline = time.perf_counter() + timeout_s
-        while True:
-            info = self.sub.handle.take_message(self.sub.msg_type, self.sub.raw)
-            if info is not None:
-                return time.perf_counter(), info[0]
-            left = deadline - time.perf_counter()
-            if left <= 0:
-                return None
-            self._wait_set.clear_entities()
-            self._wait_set.add_subscription(self.sub.handle)
-            self._wait_set.wait(int(left * 1e9))
-
-    def node_windows(self) -> list[NodeWindow]:
-        """The node's /diagnostics windows with queries since the last call, after waiting for the
-        one in progress."""
-        time.sleep(DIAG_WAIT_S)
-        out = []
-        while (info := self.diag.handle.take_message(self.diag.msg_type, False)) is not None:
-            msg = info[0]
-            end = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-            for status in msg.status:
-                values = {kv.key: kv.value for kv in status.values}
-                counts = (int(values.get("query_messages", 0)), int(values.get("queries_answered", 0)))
-                if self._last is not None and counts[0] > self._last[1][0] and "latency_ms_p50" in values:
-                    (start, before) = self._last
-                    out.append(
-                        NodeWindow(
-                            start, end, counts[0] - before[0], counts[1] - before[1], float(values["latency_ms_p50"])
-                        )
-                    )
-                self._last = (end, counts)
-        return out
-
-    def wait_ready(self, proc: subprocess.Popen) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"spd_node exited with code {proc.returncode} at start-up")
-            if (
-                self.pub_image.get_subscription_count() > 0
-                and self.pub_query.get_subscription_count() > 0
-                and self.node.count_publishers("depth_points") > 0
-            ):
-                time.sleep(0.5)  # let depth_points -> us match as well
-                others = self.node.count_publishers("depth_points") - 1
-                if others > 0:  # their answers would be taken for ours
-                    domain = os.environ.get("ROS_DOMAIN_ID")
-                    raise RuntimeError(
-                        f"{others} other node(s) publish depth_points on ROS domain {domain}; "
-                        "stop them or set SPD_BENCH_DOMAIN_ID to a free domain"
-                    )
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"spd_node did not subscribe to image/queries within {START_TIMEOUT_S:.0f} s")
-
-    def wait_for_frame(self, image_msg: Any, uv: np.ndarray) -> None:
-        """Publish the image until a query with its stamp gets a finite answer (frame encoded)."""
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            self.pub_image.publish(image_msg)
-            for _ in range(5):
-                r = self.ask(uv)
-                if r is not None and np.isfinite(r[1]).all():
-                    return
-                time.sleep(0.2)
-        raise RuntimeError(f"spd_node answered no query for the published image within {START_TIMEOUT_S:.0f} s")
-
-    def ask(self, uv: np.ndarray) -> tuple[float, np.ndarray] | None:
-        """Publish one query, wait for its answer: (round trip ms, depth [K]) or None on timeout."""
-        from spd_ros.conversions import pointcloud2_fields
-
-        while self._take(0.0) is not None:  # a late answer to an earlier query
-            pass
-        msg = _query_msg(uv)  # built before the clock starts: the caller's cost, not the node's
-        t0 = time.perf_counter()
-        self.pub_query.publish(msg)
-        answer = self._take(ANSWER_TIMEOUT_S)
-        if answer is None:
-            return None
-        rtt = (answer[0] - t0) * 1e3
-        self.sent.append((time.time() - rtt / 1e3, rtt))  # /diagnostics stamps are wall-clock (ROS time)
-        return rtt, pointcloud2_fields(answer[1], ("depth",))["depth"]
-
-
 def _round_trip_block(
-    rt: _RoundTrip, uv: np.ndarray, warmup: int, m: int, answer: np.ndarray | None
+    rt: RoundTrip, uv: np.ndarray, warmup: int, m: int, answer: np.ndarray | None
 ) -> tuple[list[float], int, np.ndarray | None]:
     """``warmup`` + ``m`` queries through the node: (the last ``m`` round trips ms, lost, last answer)."""
     block, lost = [], 0
@@ -236,7 +91,7 @@ def _round_trip_block(
 
 
 def _measure_k(
-    rt: _RoundTrip, predictor: DepthPredictor, frame: Frame, uv: np.ndarray, n: int, warmup: int
+    rt: RoundTrip, predictor: DepthPredictor, frame: Frame, uv: np.ndarray, n: int, warmup: int
 ) -> dict[str, Any]:
     """``n`` timings each of ``SPDModel.query`` on the encoded frame in this process (model pixels
     ready) and of the round trip through the node, in alternate blocks of ``BLOCK`` so that both
@@ -328,9 +183,9 @@ def run_node_bench(args: argparse.Namespace) -> dict[str, Any]:
         rclpy.init()
         node = rclpy.create_node("spd_bench_client")
         try:
-            rt = _RoundTrip(node)
+            rt = RoundTrip(node)
             rt.wait_ready(proc)
-            rt.wait_for_frame(_image_msg(image), np.array([[w / 2, h / 2]]))
+            rt.wait_for_frame(image_msg(image), np.array([[w / 2, h / 2]]))
             for k in args.ks:
                 uv = rng.uniform([0, 0], [w - 1, h - 1], (k, 2))
                 result["per_k"].append(_measure_k(rt, predictor, frame, uv, args.queries, args.warmup))

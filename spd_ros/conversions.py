@@ -6,7 +6,7 @@ import itertools
 from collections.abc import Sequence
 
 import numpy as np
-from geometry_msgs.msg import PolygonStamped
+from geometry_msgs.msg import Point32, PolygonStamped
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
@@ -147,6 +147,21 @@ def polygon_query(msg: PolygonStamped, max_points: int | None = None) -> tuple[n
     return np.array([(p.x, p.y) for p in points], np.float32).reshape(-1, 2), None
 
 
+def header_at(stamp: int, frame_id: str = "") -> Header:
+    """A Header stamped ``stamp`` integer nanoseconds (the inverse of :func:`stamp_ns`)."""
+    header = Header(frame_id=frame_id)
+    header.stamp.sec, header.stamp.nanosec = divmod(int(stamp), 1_000_000_000)
+    return header
+
+
+def polygon_stamped(header: Header, uv) -> PolygonStamped:
+    """Query pixels ``uv`` [K,2] as a ``queries`` PolygonStamped, x = u, y = v (the inverse of
+    :func:`polygon_query`)."""
+    msg = PolygonStamped(header=header)
+    msg.polygon.points = [Point32(x=float(u), y=float(v), z=0.0) for u, v in np.asarray(uv, np.float64).reshape(-1, 2)]
+    return msg
+
+
 def make_pointcloud2(header: Header, columns: dict[str, np.ndarray]) -> PointCloud2:
     """An unorganized PointCloud2 (height 1) with one field per column, in the given order."""
     names = list(columns)
@@ -207,11 +222,13 @@ __all__ = [
     "cloud_query",
     "compressed_to_numpy",
     "depth_image",
+    "header_at",
     "image_to_numpy",
     "intrinsics",
     "make_pointcloud2",
     "pointcloud2_fields",
     "polygon_query",
+    "polygon_stamped",
     "rgb_image",
     "stamp_ns",
 ]

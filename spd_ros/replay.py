@@ -67,13 +67,14 @@ def start_node(args: argparse.Namespace, env: dict[str, str]) -> subprocess.Pope
 def evaluate_live(args: argparse.Namespace, plans: list[FramePlan]) -> tuple[list[FrameResult], dict]:
     """Replay ``args.bag`` into spd_node, query each planned frame, score the answers."""
     import rclpy
-    from geometry_msgs.msg import Point32, PolygonStamped
+    from geometry_msgs.msg import PolygonStamped
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import Stores, get_typestore
     from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
+    from spd_ros.conversions import header_at, polygon_stamped
     from spd_ros.ros_env import local_ros_env
 
     env = local_ros_env()
@@ -117,9 +118,7 @@ def evaluate_live(args: argparse.Namespace, plans: list[FramePlan]) -> tuple[lis
                 plan = by_stamp.get(stamp)
                 if plan is None:
                     continue
-                q = PolygonStamped()
-                q.header.stamp.sec, q.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
-                q.polygon.points = [Point32(x=float(u), y=float(v), z=0.0) for u, v in plan.uv]
+                q = polygon_stamped(header_at(stamp), plan.uv)
                 with col.lock:
                     col.sent[stamp] = time.perf_counter()
                 pub_q.publish(q)

@@ -5,11 +5,13 @@ Every process gets ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and its own ``ROS
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -138,11 +140,10 @@ class RosHarness:
 
     @staticmethod
     def header(stamp: float, frame_id: str = "cam"):
-        from std_msgs.msg import Header
+        """A header stamped ``stamp`` seconds."""
+        from spd_ros.conversions import header_at
 
-        h = Header(frame_id=frame_id)
-        h.stamp.sec, h.stamp.nanosec = int(stamp), round((stamp - int(stamp)) * 1e9)
-        return h
+        return header_at(round(stamp * 1e9), frame_id)
 
     def publish(self, topic: str, msg) -> None:
         self.pub[topic].publish(msg)
@@ -160,11 +161,9 @@ class RosHarness:
         self.publish("camera_info", msg)
 
     def send_queries(self, stamp: float, uv) -> None:
-        from geometry_msgs.msg import Point32, PolygonStamped
+        from spd_ros.conversions import polygon_stamped
 
-        msg = PolygonStamped(header=self.header(stamp))
-        msg.polygon.points = [Point32(x=float(u), y=float(v), z=0.0) for u, v in uv]
-        self.publish("queries", msg)
+        self.publish("queries", polygon_stamped(self.header(stamp), uv))
 
     def send_query_points(self, stamp: float, uv: np.ndarray, ids: np.ndarray | None = None) -> None:
         from spd_ros.conversions import make_pointcloud2
@@ -214,6 +213,14 @@ class RosHarness:
                 return value
         raise AssertionError(f"diagnostics counter {key} = {value}, expected >= {at_least}")
 
+    def subscription_qos(self, name: str, node_name: str = "spd_node"):
+        """The QoS of ``node_name``'s one subscription to spd_node's topic ``name``, as the ROS graph
+        (DDS discovery) shows it: reliability and durability (history depth is not in discovery)."""
+        topic = self.node.resolve_topic_name(self.topic(name))
+        infos = [i for i in self.node.get_subscriptions_info_by_topic(topic) if i.node_name == node_name]
+        assert len(infos) == 1, f"{len(infos)} subscriptions of {node_name} to {topic}"
+        return infos[0].qos_profile
+
     def call(self, srv_type, name: str, request, timeout: float = 10.0):
         """Call service ``name`` once and wait for its response (TimeoutError when none comes)."""
         client = self.node.create_client(srv_type, name)
@@ -238,6 +245,17 @@ class RosHarness:
 
         req = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
         return [(r.successful, r.reason) for r in self.call(SetParameters, f"{node_name}/set_parameters", req).results]
+
+    def get_parameters(self, node_name: str, *names: str) -> dict[str, Any]:
+        """Current values of parameters ``names`` of ``node_name`` (fully qualified), through its
+        get_parameters service."""
+        from rcl_interfaces.srv import GetParameters
+        from rclpy.parameter import parameter_value_to_python
+
+        values = self.call(
+            GetParameters, f"{node_name}/get_parameters", GetParameters.Request(names=list(names))
+        ).values
+        return {name: parameter_value_to_python(v) for name, v in zip(names, values, strict=True)}
 
     def change_state(self, node_name: str, transition_id: int, timeout: float = 60.0) -> bool:
         """Trigger lifecycle transition ``transition_id`` (lifecycle_msgs/msg/Transition) through
@@ -269,3 +287,22 @@ class RosHarness:
         self.executor.shutdown(timeout_sec=1.0)
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.ctx)
+
+
+ALL_INPUTS = ("image", "queries", "query_points", "camera_info")
+
+
+@contextlib.contextmanager
+def connected(
+    harness: RosHarness, node: NodeProcess, topics: tuple[str, ...] = ALL_INPUTS, logged: tuple[str, ...] = ()
+) -> Iterator[None]:
+    """``harness`` and ``node`` matched on ``topics`` inside; on leaving, the harness is closed and the
+    node stopped (Ctrl-C), which must exit 0 without a traceback, having printed each of ``logged``."""
+    try:
+        harness.wait_ready(node, topics)
+        yield
+    finally:
+        harness.close()
+        rc = node.stop()
+        out = node.output()
+        assert rc == 0 and "Traceback" not in out and all(text in out for text in logged), out

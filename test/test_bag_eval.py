@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import random_model
+from helpers import saved_model
 
 from spd_core.data import RosbagRGBD, write_synthetic_bag
 from spd_core.eval.bag import evaluate_offline, plan_frames, recorded_queries
 from spd_core.eval.metrics import grid_pixels
-from spd_core.model.checkpoint import make_checkpoint, save_checkpoint
 from spd_ros.bag_eval import main
 
 SIZE = (64, 96)
@@ -36,9 +35,7 @@ def bag(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    save_checkpoint(
-        path, make_checkpoint(random_model("convnextv2_atto", size=SIZE), train_focal=100.0, input_size=SIZE)
-    )
+    saved_model(path, SIZE, train_focal=100.0)
     return path
 
 

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import random_model
+from helpers import saved_model
 
 from spd_core.bench.cli import main as bench_main
 from spd_core.data import DataError, RosbagRGBD, write_synthetic_bag
 from spd_core.eval.evaluate import main as eval_main
-from spd_core.model.checkpoint import make_checkpoint, save_checkpoint
 from spd_core.train.cli import main as train_main
 from spd_ros.bag_eval import main as bag_eval_main
 from spd_ros.bench_node import main as bench_node_main
@@ -61,9 +60,7 @@ def assert_one_error_line(prog: str, rc: int, stderr: str) -> str:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    save_checkpoint(
-        path, make_checkpoint(random_model("convnextv2_atto", size=SIZE), train_focal=100.0, input_size=SIZE)
-    )
+    saved_model(path, SIZE, train_focal=100.0)
     return path
 
 

@@ -10,7 +10,7 @@ import zlib
 
 import numpy as np
 import pytest
-from geometry_msgs.msg import Point32, PolygonStamped
+from helpers import colour_variants
 from PIL import Image as PILImage
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
@@ -30,14 +30,7 @@ def _msg(arr: np.ndarray, encoding: str, pad: int = 0) -> Image:
 
 @pytest.mark.parametrize("pad", [0, 7])
 def test_colour_encodings(pad: int) -> None:
-    alpha = np.full((7, 5, 1), 9, np.uint8)
-    cases = {
-        "rgb8": RGB,
-        "bgr8": RGB[:, :, ::-1],
-        "rgba8": np.concatenate([RGB, alpha], 2),
-        "bgra8": np.concatenate([RGB[:, :, ::-1], alpha], 2),
-    }
-    for enc, arr in cases.items():
+    for enc, arr in colour_variants(RGB).items():
         assert np.array_equal(conv.image_to_numpy(_msg(np.ascontiguousarray(arr), enc, pad)), RGB), enc
     mono = RGB[:, :, 0].copy()
     assert np.array_equal(conv.image_to_numpy(_msg(mono, "mono8", pad)), mono)
@@ -76,6 +69,19 @@ def test_pointcloud_round_trip() -> None:
     assert conv.pointcloud2_fields(empty, ["u"])["u"].shape == (0,)
     with pytest.raises(ValueError, match="no field"):
         conv.pointcloud2_fields(msg, ["u", "v"])
+
+
+def test_polygon_and_header_round_trip() -> None:
+    """polygon_stamped / header_at are the inverses of polygon_query / stamp_ns."""
+    header = conv.header_at(1_700_000_000_123_456_789, "cam")
+    assert (header.stamp.sec, header.stamp.nanosec, header.frame_id) == (1_700_000_000, 123_456_789, "cam")
+    assert conv.stamp_ns(header) == 1_700_000_000_123_456_789
+    uv = np.float32([[1.5, 2.25], [0, 119], [np.nan, -1]])
+    msg = conv.polygon_stamped(header, uv)
+    assert msg.header == header and [p.z for p in msg.polygon.points] == [0.0] * 3
+    back, ids = conv.polygon_query(msg)
+    np.testing.assert_array_equal(back, uv)
+    assert ids is None and conv.polygon_query(conv.polygon_stamped(header, []))[0].shape == (0, 2)
 
 
 def test_intrinsics_and_depth_image() -> None:
@@ -119,20 +125,27 @@ def _compressed(data: bytes, fmt: str = "png") -> CompressedImage:
     return CompressedImage(format=fmt, data=data)
 
 
+def refused_peak_bytes(decode, msg, match: str) -> int:
+    """Peak bytes Python allocated while ``decode(msg)`` raised ImageFormatError matching ``match``."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(conv.ImageFormatError, match=match):
+            decode(msg)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 @pytest.mark.parametrize("make", [png_declaring, jpeg_declaring])
 def test_compressed_bomb_rejected_from_its_header(make) -> None:
     """20000x20000 declared in a file of a few hundred bytes: rejected by its header, nothing decoded
     (well under a MB allocated, where decoding would need 400 MB)."""
     msg = _compressed(make(20000, 20000))
     assert len(msg.data) < 1000
-    tracemalloc.start()
-    try:
-        with pytest.raises(conv.ImageFormatError, match=r"20000x20000 has 400000000 pixels.*max_image_pixels"):
-            conv.compressed_to_numpy(msg)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 1 << 20
+    assert (
+        refused_peak_bytes(conv.compressed_to_numpy, msg, r"20000x20000 has 400000000 pixels.*max_image_pixels")
+        < 1 << 20
+    )
 
 
 def test_compressed_limit_is_the_argument_not_pillows(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -192,14 +205,7 @@ def test_raw_image_over_the_limit_rejected_before_its_data() -> None:
     """The declared size is checked first: a header of 2**32-1 squared (whose byte count would overflow
     any 64-bit product) and a real 20x20 image over a limit of 399 are both refused by the limit."""
     huge = Image(height=2**32 - 1, width=2**32 - 1, encoding="rgb8", step=2**32 - 1, data=b"")
-    tracemalloc.start()
-    try:
-        with pytest.raises(conv.ImageFormatError, match=f"more than the limit of {MAX_PIXELS}"):
-            conv.image_to_numpy(huge)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 1 << 20
+    assert refused_peak_bytes(conv.image_to_numpy, huge, f"more than the limit of {MAX_PIXELS}") < 1 << 20
     img = _msg(np.zeros((20, 20, 3), np.uint8), "rgb8")
     with pytest.raises(conv.ImageFormatError, match="400 pixels, more than the limit of 399"):
         conv.image_to_numpy(img, max_pixels=399)
@@ -283,8 +289,7 @@ def test_too_many_points_rejected_before_the_data() -> None:
     with pytest.raises(conv.TooManyPoints, match="6 points > max_queries=5"):
         conv.cloud_query(cloud, max_points=5)
     assert conv.cloud_query(cloud, max_points=6)[0].shape == (6, 2)
-    poly = PolygonStamped()
-    poly.polygon.points = [Point32(x=float(i), y=2.0 * i, z=0.0) for i in range(6)]
+    poly = conv.polygon_stamped(Header(), [(float(i), 2.0 * i) for i in range(6)])
     with pytest.raises(conv.TooManyPoints, match="6 points > max_queries=5"):
         conv.polygon_query(poly, max_points=5)
     uv, ids = conv.polygon_query(poly, max_points=6)

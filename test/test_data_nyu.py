@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import EvalTransform
 from PIL import Image
 
-from spd_core.data import DataError, EvalTransform, NYUDepthV2
+from spd_core.data import DataError, NYUDepthV2
 
 H, W = 48, 64
 

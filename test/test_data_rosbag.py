@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import colour_variants
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import Writer
 
@@ -125,14 +126,7 @@ def test_depth_shared_by_two_colour_frames_when_streaming(tmp_path: Path) -> Non
 def test_colour_encodings_and_32fc1_invalid_values(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 255, (4, 6, 3), dtype=np.uint8)
-    alpha = np.full((4, 6, 1), 9, np.uint8)
-    variants = {
-        "rgb8": rgb,
-        "bgr8": rgb[:, :, ::-1],
-        "rgba8": np.concatenate([rgb, alpha], 2),
-        "bgra8": np.concatenate([rgb[:, :, ::-1], alpha], 2),
-        "mono8": rgb[:, :, 0],
-    }
+    variants = {**colour_variants(rgb), "mono8": rgb[:, :, 0]}
     d = np.array([[1.5, np.nan, np.inf, -1.0, 0.0, 2.25]] * 4, np.float32)
     for enc, arr in variants.items():
         bag = _write(tmp_path / enc, [(0.0, arr, enc)], [(0.0, d, "32FC1")])

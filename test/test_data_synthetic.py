@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import EvalTransform
 
-from spd_core.data import EvalTransform, SyntheticRGBD, render_scene
+from spd_core.data import SyntheticRGBD, render_scene
 from spd_core.data.shapes import Box, Room, Sphere, Texture
 from spd_core.data.synthetic import Scene, intrinsics, render, rotation
 

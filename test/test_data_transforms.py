@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import EvalTransform
 
-from spd_core.data import DataError, EvalTransform, TrainTransform, render_scene
+from spd_core.data import DataError, TrainTransform, render_scene
 from spd_core.data.transforms import rotate
 from spd_core.preprocess import IMAGENET_MEAN, IMAGENET_STD
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from geometry_msgs.msg import Point32, PolygonStamped
+from geometry_msgs.msg import PolygonStamped
 from PIL import Image as PILImage
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
@@ -206,9 +206,7 @@ def check_cloud(msg: PointCloud2) -> bool:
 def polygon_case(rng: np.random.Generator) -> PolygonStamped:
     n = int(rng.choice([0, 1, 7, 50, MAX_POINTS + 1])) if rng.random() < 0.97 else MAX_POINTS
     values = rng.choice([0.0, -1.0, 1e38, -3e38, np.nan, np.inf, -np.inf, 12.5], (n, 2))
-    msg = PolygonStamped()
-    msg.polygon.points = [Point32(x=float(x), y=float(y), z=0.0) for x, y in values]
-    return msg
+    return conv.polygon_stamped(Header(), values)
 
 
 def check_polygon(msg: PolygonStamped) -> bool:

@@ -15,13 +15,12 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from helpers import random_model
+from helpers import saved_model
 from lifecycle_msgs.msg import Transition
 from ros_harness import NodeProcess, RosHarness, fresh_domain_id
 
 from spd_core.camera import back_project
 from spd_core.eval.colors import depth_colors
-from spd_core.model.checkpoint import make_checkpoint, save_checkpoint
 from spd_core.predictor import DepthPredictor
 
 NODE = "/spd_node"
@@ -40,9 +39,7 @@ UV = np.concatenate(
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RosHarness, NodeProcess, dict]]:
     tmp = tmp_path_factory.mktemp("lifecycle")
-    model = random_model("convnextv2_atto", size=(64, 96), seed=41)
-    ckpt = make_checkpoint(model, train_focal=100.0, input_size=(64, 96))
-    save_checkpoint(tmp / "model.pt", ckpt)
+    model, ckpt = saved_model(tmp / "model.pt", seed=41, train_focal=100.0)
     (tmp / "corrupt.pt").write_bytes(b"not a checkpoint")
     domain = fresh_domain_id()
     node = NodeProcess(

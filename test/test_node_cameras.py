@@ -12,11 +12,10 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from helpers import random_model
-from ros_harness import NodeProcess, RosHarness, fresh_domain_id
+from helpers import saved_model
+from ros_harness import NodeProcess, RosHarness, connected, fresh_domain_id
 
 from spd_core.camera import back_project
-from spd_core.model.checkpoint import make_checkpoint, save_checkpoint
 from spd_core.predictor import DepthPredictor
 
 BUDGET = 96 * 160  # the node's pixel_budget parameter (the checkpoint trained at 64x96)
@@ -27,10 +26,8 @@ CAMERAS = {(720, 1280): (910.0, 905.0, 641.5, 358.0), (480, 848): (421.0, 420.0,
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RosHarness, DepthPredictor]]:
-    model = random_model("convnextv2_atto", size=(64, 96), seed=31)
-    ckpt = make_checkpoint(model, train_focal=100.0, input_size=(64, 96))
     path = tmp_path_factory.mktemp("cams") / "model.pt"
-    save_checkpoint(path, ckpt)
+    model, ckpt = saved_model(path, seed=31, train_focal=100.0)
     predictor = DepthPredictor.from_model(model, ckpt, pixel_budget=BUDGET)
     domain = fresh_domain_id()
     node = NodeProcess(
@@ -43,13 +40,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RosHarness
         query_timeout=5.0,
     )
     harness = RosHarness(domain)
-    try:
-        harness.wait_ready(node, ("image", "queries", "query_points", "camera_info"))
+    with connected(harness, node):
         yield harness, predictor
-    finally:
-        harness.close()
-        rc = node.stop()
-        assert rc == 0 and "Traceback" not in node.output(), node.output()
 
 
 def image(size: tuple[int, int], seed: int) -> np.ndarray:

@@ -14,12 +14,11 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from helpers import random_model
+from helpers import saved_model
 from ros_harness import NodeProcess, RosHarness, fresh_domain_id
 from test_fuzz import KINDS, SEED
 
 from spd_core.data.images import encode_compressed
-from spd_core.model.checkpoint import make_checkpoint, save_checkpoint
 from spd_core.predictor import DepthPredictor
 from spd_ros.conversions import make_pointcloud2
 
@@ -36,11 +35,8 @@ TOPIC.update(pointcloud2="query_points", polygon="queries")
 
 @pytest.fixture(scope="module")
 def model_and_ckpt(tmp_path_factory: pytest.TempPathFactory):
-    model = random_model("convnextv2_atto", size=(64, 96), seed=13)
-    ckpt = make_checkpoint(model, train_focal=100.0, input_size=(64, 96))
     path = tmp_path_factory.mktemp("fuzz") / "model.pt"
-    save_checkpoint(path, ckpt)
-    return model, ckpt, path
+    return (*saved_model(path, seed=13, train_focal=100.0), path)
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 import time
 
@@ -184,6 +185,31 @@ def test_error_clears_once_a_frame_is_encoded_again(predictor) -> None:
         w.stop()
     assert second.matched and np.isfinite(second.depth).all()
     assert w.error is None and w.counts["worker_errors"] == 1
+
+
+def test_a_frame_the_model_cannot_encode_is_a_logged_worker_error(predictor, caplog) -> None:
+    """A real failure (an image of 1x1 pixel: the node's callbacks refuse it, the worker alone does
+    not): the worker keeps running, sets its error, counts it and logs it at ERROR with the
+    exception (the node forwards that record to /rosout: test_node_worker_error)."""
+    answers: queue.Queue = queue.Queue()
+    w = DepthWorker(predictor, answers.put, settings=WorkerSettings(query_timeout_s=0.3))
+    w.submit_image(ImageJob(1 * S, "tiny", np.zeros((1, 1, 3), np.uint8), None))
+    w.submit_query(QueryJob(1 * S, "q1", np.zeros((1, 2), np.float32)))
+    with caplog.at_level(logging.ERROR, logger="spd_ros.worker"):
+        w.start()
+        try:
+            first = answers.get(timeout=10)  # its frame never came: NaN, unmatched
+            assert isinstance(w.error, ValueError) and "too small" in str(w.error)
+            w.submit_image(ImageJob(2 * S, "h2", img(2), None))
+            w.submit_query(QueryJob(2 * S, "q2", np.ones((1, 2), np.float32)))
+            second = answers.get(timeout=10)
+        finally:
+            assert w.stop()
+    assert first.header == "q1" and not first.matched and np.isnan(first.depth).all()
+    assert second.matched and np.isfinite(second.depth).all() and w.error is None
+    assert w.counts["worker_errors"] == 1 and w.counts["frames_encoded"] == 1
+    errors = [r for r in caplog.records if r.name == "spd_ros.worker" and r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "too small" in errors[0].getMessage() and errors[0].exc_info is not None
 
 
 def test_dense_map_only_when_wanted(predictor) -> None:

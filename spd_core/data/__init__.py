@@ -2,7 +2,8 @@
 
 A sample is a dict: "image" uint8 [H,W,3] RGB, "depth" float32 [H,W] metres (0 = invalid, never
 NaN), "focal" float (fx in px at this size), "name" str; optionally "K" float64 [3,3], "stamp_ns" int.
-``TrainTransform`` / ``EvalTransform`` turn it into collate-friendly tensors.
+``TrainTransform`` turns it into collate-friendly tensors (evaluation reads raw samples through
+``DepthPredictor``).
 """
 
 from spd_core.data.common import DataError, FrameError, Sample
@@ -10,11 +11,10 @@ from spd_core.data.nyu import NYUDepthV2
 from spd_core.data.rosbag import RosbagRGBD
 from spd_core.data.rosbag_write import write_synthetic_bag
 from spd_core.data.synthetic import SyntheticRGBD, render_scene
-from spd_core.data.transforms import EvalTransform, TrainTransform
+from spd_core.data.transforms import TrainTransform
 
 __all__ = [
     "DataError",
-    "EvalTransform",
     "FrameError",
     "NYUDepthV2",
     "RosbagRGBD",

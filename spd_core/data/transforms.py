@@ -1,7 +1,8 @@
-"""Sample dict -> training / evaluation tensors (BTS recipe for training).
+"""Sample dict -> training tensors (BTS recipe).
 
-Both return {"image": float32 [3,h,w] ImageNet-normalised, "depth": float32 [1,h,w] metres
-(0 = invalid), "focal": float32 [], "name": str}. Crops, flips and rotations keep the focal length.
+:func:`to_tensors` and :class:`TrainTransform` return {"image": float32 [3,h,w] ImageNet-normalised,
+"depth": float32 [1,h,w] metres (0 = invalid), "focal": float32 [], "name": str}.
+Crops, flips and rotations keep the focal length.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import os
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from spd_core.data.common import DataError, Sample
 from spd_core.preprocess import IMAGENET_MEAN, IMAGENET_STD
@@ -104,21 +104,3 @@ class TrainTransform:
             rgb = rgb * rng.uniform(*self.color, size=3).astype(np.float32)
             rgb = np.clip(rgb, 0.0, 1.0)
         return to_tensors(rgb, depth, s["focal"], s.get("name", ""))
-
-
-class EvalTransform:
-    """No augmentation; the image is resized to ``size`` = (h, w) (multiples of 32) when given,
-    depth stays at the native resolution for the metrics; the focal stays that of the native image."""
-
-    def __init__(self, size: tuple[int, int] | None = None) -> None:
-        if size is not None and (len(size) != 2 or min(size) < 32 or size[0] % 32 or size[1] % 32):
-            raise DataError(f"eval size must be (height, width), multiples of 32, got {size}")
-        self.size = (int(size[0]), int(size[1])) if size is not None else None
-
-    def __call__(self, s: Sample) -> dict:
-        out = to_tensors(s["image"].astype(np.float32) / 255.0, s["depth"], s["focal"], s.get("name", ""))
-        if self.size and tuple(out["image"].shape[-2:]) != self.size:
-            out["image"] = F.interpolate(
-                out["image"][None], size=self.size, mode="bilinear", align_corners=False, antialias=True
-            )[0]
-        return out

@@ -40,6 +40,7 @@ from spd_core.eval.figures import save_eval_figure
 from spd_core.eval.metrics import (
     METRIC_NAMES,
     compute_errors,
+    dense_metrics,
     format_table,
     mean_metrics,
     query_rng,
@@ -94,7 +95,7 @@ def evaluate_image(
         name=str(sample.get("name", index)),
         n_valid=int(mask.sum()),
         n_query=len(uv),
-        dense=compute_errors(pred[mask], gt[mask]),
+        dense=dense_metrics(pred, gt, use_eigen_crop),
         sparse=compute_errors(q, gt[uv[:, 1], uv[:, 0]]),
     )
     return result, ImageOutput(pred, uv, q, mask)
