@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Frame:
+class EncodedFrame:
     """One encoded image: features plus what is needed to answer queries in its pixels."""
 
     features: FrameFeatures
@@ -118,15 +118,15 @@ class DepthPredictor:
         return float(fx) * geometry.scale / self.train_focal
 
     @torch.inference_mode()
-    def encode(self, image: np.ndarray, fx: float | None = None) -> Frame:
+    def encode(self, image: np.ndarray, fx: float | None = None) -> EncodedFrame:
         """Encode one image (uint8 RGB [H,W,3] or mono [H,W]); ``fx`` in original pixels."""
         geometry = self.geometry((int(image.shape[0]), int(image.shape[1])))
         x = image_to_tensor(image, geometry, self.device)
         feats = self.model.encode(x, self.precision)
-        return Frame(feats, geometry, self.depth_scale(geometry, fx))
+        return EncodedFrame(feats, geometry, self.depth_scale(geometry, fx))
 
     @torch.inference_mode()
-    def query(self, frame: Frame, uv: np.ndarray | torch.Tensor) -> np.ndarray:
+    def query(self, frame: EncodedFrame, uv: np.ndarray | torch.Tensor) -> np.ndarray:
         """Metric depth [K] (float32, NaN outside the image) at original-image pixels ``uv`` [K,2]."""
         uv = np.asarray(uv.cpu() if isinstance(uv, torch.Tensor) else uv, dtype=np.float32).reshape(-1, 2)
         if uv.shape[0] == 0:
@@ -145,7 +145,7 @@ class DepthPredictor:
         self._measured = None
         return self.costs(frame)
 
-    def costs(self, frame: Frame) -> CostModel | None:
+    def costs(self, frame: EncodedFrame) -> CostModel | None:
         """The planner's costs for ``frame``'s network input size (None: windows only). Measured
         costs are timed once, on the first frame, and scaled to other sizes."""
         if self.planner == "windows":
@@ -166,7 +166,7 @@ class DepthPredictor:
         return costs
 
     @torch.inference_mode()
-    def dense(self, frame: Frame) -> np.ndarray:
+    def dense(self, frame: EncodedFrame) -> np.ndarray:
         """Dense metric depth [H,W] at the original image size: the network's dense map sampled
         bilinearly at every original pixel's model position, exactly as :meth:`query` does."""
         feats = frame.features

@@ -34,7 +34,7 @@ from spd_core.device import PRECISIONS, check_precision, resolve_device
 from spd_core.eval.bag_report import percentiles
 from spd_core.model.checkpoint import make_checkpoint, save_checkpoint
 from spd_core.model.spd_model import ModelConfig, SPDModel
-from spd_core.predictor import DepthPredictor, Frame
+from spd_core.predictor import DepthPredictor, EncodedFrame
 from spd_core.preprocess import to_model_pixels
 from spd_ros.bench_client import RoundTrip, image_msg
 
@@ -91,7 +91,7 @@ def _round_trip_block(
 
 
 def _measure_k(
-    rt: RoundTrip, predictor: DepthPredictor, frame: Frame, uv: np.ndarray, n: int, warmup: int
+    rt: RoundTrip, predictor: DepthPredictor, frame: EncodedFrame, uv: np.ndarray, n: int, warmup: int
 ) -> dict[str, Any]:
     """``n`` timings each of ``SPDModel.query`` on the encoded frame in this process (model pixels
     ready) and of the round trip through the node, in alternate blocks of ``BLOCK`` so that both

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from spd_core.data.rosbag import bag_messages, stamp_ns
-from spd_core.eval.bag import FramePlan, FrameResult, score_frame
+from spd_core.eval.bag import BagQueries, FrameScore, score_frame
 from spd_core.eval.bag_report import percentiles
 from spd_ros.launch_util import stop_node
 
@@ -64,7 +64,7 @@ def start_node(args: argparse.Namespace, env: dict[str, str]) -> subprocess.Pope
     return subprocess.Popen(cmd, env=env)
 
 
-def evaluate_live(args: argparse.Namespace, plans: list[FramePlan]) -> tuple[list[FrameResult], dict]:
+def evaluate_live(args: argparse.Namespace, plans: list[BagQueries]) -> tuple[list[FrameScore], dict]:
     """Replay ``args.bag`` into spd_node, query each planned frame, score the answers."""
     import rclpy
     from geometry_msgs.msg import PolygonStamped
@@ -150,7 +150,7 @@ def _wait_for_node(node: Any, pubs: list, proc: subprocess.Popen | None) -> None
     )
 
 
-def _score(plans: list[FramePlan], col: _Collector) -> tuple[list[FrameResult], dict]:
+def _score(plans: list[BagQueries], col: _Collector) -> tuple[list[FrameScore], dict]:
     results = []
     unanswered = 0
     for plan in plans:

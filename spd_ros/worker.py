@@ -29,7 +29,7 @@ import numpy as np
 
 from spd_core.camera import back_project
 from spd_core.eval.metrics import grid_pixels
-from spd_core.predictor import DepthPredictor, Frame
+from spd_core.predictor import DepthPredictor, EncodedFrame
 from spd_core.preprocess import InputGeometry
 from spd_ros.frame_cache import FrameCache
 
@@ -69,8 +69,10 @@ class Answer:
 
 
 @dataclass
-class CachedFrame:
-    frame: Frame
+class StampedFrame:
+    """An encoded frame as the cache keeps it: with the image's header and its camera's intrinsics."""
+
+    frame: EncodedFrame
     header: Any
     intrinsics: Intrinsics | None
 
@@ -104,7 +106,7 @@ class DepthWorker:
         self.predictor, self.on_answer, self.on_dense = predictor, on_answer, on_dense
         self.dense_wanted = dense_wanted  # e.g. "someone subscribes": the dense decode is not free
         self.settings = settings or WorkerSettings()
-        self.cache: FrameCache[CachedFrame] = FrameCache(cache_size)
+        self.cache: FrameCache[StampedFrame] = FrameCache(cache_size)
         self._queries: deque[QueryJob] = deque()
         self.queue_size = int(queue_size)
         self._pending: ImageJob | None = None
@@ -229,7 +231,7 @@ class DepthWorker:
         frame = self.predictor.encode(job.image, fx=job.intrinsics[0] if job.intrinsics else None)
         self.last_encode_ms = (time.perf_counter() - t0) * 1e3
         self.last_geometry = frame.geometry
-        cached = CachedFrame(frame, job.header, job.intrinsics)
+        cached = StampedFrame(frame, job.header, job.intrinsics)
         self.cache.put(job.stamp_ns, cached)
         self.counts["frames_encoded"] += 1
         nx, ny = self.settings.grid
@@ -265,13 +267,13 @@ class DepthWorker:
             for job in evicted:
                 self._answer(job, None)
 
-    def _lookup(self, job: QueryJob) -> tuple[int, CachedFrame] | None:
+    def _lookup(self, job: QueryJob) -> tuple[int, StampedFrame] | None:
         """The cached frame ``job`` asks for: the newest for stamp 0, else the nearest within tolerance."""
         if job.stamp_ns == 0:
             return self.cache.newest()
         return self.cache.find(job.stamp_ns, int(self.settings.stamp_tolerance_s * 1e9))
 
-    def _answer_or_nan(self, job: QueryJob, cached: CachedFrame) -> None:
+    def _answer_or_nan(self, job: QueryJob, cached: StampedFrame) -> None:
         """Answer from ``cached``; when the model fails on this job (e.g. out of memory), answer it
         with NaNs and count it, so the other queries of the batch are still served."""
         try:
@@ -282,7 +284,7 @@ class DepthWorker:
             log.exception("spd_node worker: query of %d points failed: %s", len(job.uv), e)
             self._answer(job, None)
 
-    def _answer(self, job: QueryJob, cached: CachedFrame | None) -> None:
+    def _answer(self, job: QueryJob, cached: StampedFrame | None) -> None:
         k = len(job.uv)
         if cached is None:
             depth = np.full(k, np.nan, np.float32)

@@ -88,7 +88,7 @@ def _nearest(sorted_stamps: list[int], stamp: int) -> int:
     return min((c for c in (j - 1, j) if 0 <= c < len(sorted_stamps)), key=lambda c: abs(sorted_stamps[c] - stamp))
 
 
-class Frame(NamedTuple):
+class BagFrame(NamedTuple):
     """A matched pair: colour header stamp, the bag times of both messages, the depth header stamp."""
 
     stamp: int
@@ -191,11 +191,11 @@ class RosbagRGBD(torch.utils.data.Dataset):
         depth.sort()
         dstamps = [s for s, _ in depth]
         tol = round(self.tolerance_s * 1e9)
-        self.frames: list[Frame] = []
+        self.frames: list[BagFrame] = []
         for stamp, t_bag in sorted(color):
             j = _nearest(dstamps, stamp)
             if abs(dstamps[j] - stamp) <= tol:
-                self.frames.append(Frame(stamp, t_bag, depth[j][1], dstamps[j]))
+                self.frames.append(BagFrame(stamp, t_bag, depth[j][1], dstamps[j]))
         if not self.frames:
             raise DataError(
                 f"no colour/depth pair of bag {self.path} within tolerance_s={self.tolerance_s}; "

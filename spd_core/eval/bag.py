@@ -1,7 +1,7 @@
 """Rosbag replay evaluation, ROS-free part: which pixels to ask, how to score the answers.
 
 A bag with colour + ground-truth depth (+ camera_info, + optional recorded queries) is turned
-into a list of :class:`FramePlan` (image, GT, focal, query pixels). The offline mode answers them
+into a list of :class:`BagQueries` (image, GT, focal, query pixels). The offline mode answers them
 with :class:`~spd_core.predictor.DepthPredictor`; the live mode (``spd_ros.bag_eval``) replays the
 bag into a running ``spd_node`` and collects its ``depth_points``. Both are scored by the same
 :func:`score_frame`, so their numbers are directly comparable.
@@ -27,7 +27,7 @@ QUERY_MODES = ("random", "grid", "topic")
 
 
 @dataclass
-class FramePlan:
+class BagQueries:
     """One frame to evaluate: query pixels uv [K,2] (x, y), the GT there, and the image.
 
     ``image`` is None in light plans (live replay reads the images from the bag itself).
@@ -42,7 +42,9 @@ class FramePlan:
 
 
 @dataclass
-class FrameResult:
+class FrameScore:
+    """The answers to one frame's queries, scored against its ground truth (and their latency)."""
+
     index: int
     stamp_ns: int
     uv: np.ndarray
@@ -75,8 +77,8 @@ def gt_at(gt: np.ndarray, uv: np.ndarray) -> np.ndarray:
 
 
 def score_frame(
-    plan: FramePlan, pred: np.ndarray, timings_ms: dict[str, float] | None = None, max_depth: float = MAX_DEPTH
-) -> FrameResult:
+    plan: BagQueries, pred: np.ndarray, timings_ms: dict[str, float] | None = None, max_depth: float = MAX_DEPTH
+) -> FrameScore:
     """Metrics of predictions ``pred`` [K] at the plan's queries, over queries with valid GT.
 
     A query without an answer (NaN) at a valid GT pixel counts as the worst prediction
@@ -86,7 +88,7 @@ def score_frame(
     ok = valid_points(gt, max_depth)
     metrics = compute_errors(np.asarray(pred, np.float64)[ok], gt[ok], max_depth=max_depth)
     metrics["answered"] = float(np.isfinite(pred[ok]).mean()) if ok.any() else float("nan")
-    return FrameResult(
+    return FrameScore(
         plan.index, plan.stamp_ns, plan.uv, np.asarray(pred, np.float32), gt, metrics, dict(timings_ms or {})
     )
 
@@ -117,7 +119,7 @@ def plan_frames(
     max_frames: int | None = None,
     keep_images: bool = True,
     skipped: list[int] | None = None,
-) -> Iterator[FramePlan]:
+) -> Iterator[BagQueries]:
     """The frames of ``dataset`` with their query pixels, chosen by ``mode``:
 
     random: ``k`` random valid GT pixels per frame (seeded per frame index);
@@ -150,12 +152,12 @@ def plan_frames(
                 log.warning("frame %d (stamp %d): no recorded queries with this stamp", i, s["stamp_ns"])
                 continue
         image = s["image"] if keep_images else None
-        yield FramePlan(i, int(s["stamp_ns"]), uv, gt_at(gt, uv), s.get("focal"), image)
+        yield BagQueries(i, int(s["stamp_ns"]), uv, gt_at(gt, uv), s.get("focal"), image)
 
 
 def evaluate_offline(
-    predictor, plans: Iterable[FramePlan], progress: bool = True, total: int | None = None
-) -> list[FrameResult]:
+    predictor, plans: Iterable[BagQueries], progress: bool = True, total: int | None = None
+) -> list[FrameScore]:
     """Answer every plan with ``predictor`` (a DepthPredictor) and score it; per-stage latency.
 
     Images are dropped once encoded: results hold only the query pixels and answers.

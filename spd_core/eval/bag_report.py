@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from spd_core.eval.bag import FrameResult
+from spd_core.eval.bag import FrameScore
 from spd_core.eval.metrics import METRIC_NAMES, format_table, mean_metrics
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def percentiles(values: Sequence[float]) -> dict[str, float]:
     }
 
 
-def summarize(results: Sequence[FrameResult], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def summarize(results: Sequence[FrameScore], extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Mean metrics over frames, query counts and per-stage latency percentiles."""
     stages = sorted({k for r in results for k in r.timings_ms})
     n_queries = int(sum(len(r.uv) for r in results))
@@ -51,7 +51,7 @@ def summarize(results: Sequence[FrameResult], extra: dict[str, Any] | None = Non
     }
 
 
-def write_csv(path: Path, results: Sequence[FrameResult]) -> None:
+def write_csv(path: Path, results: Sequence[FrameScore]) -> None:
     stages = sorted({k for r in results for k in r.timings_ms})
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
@@ -104,7 +104,7 @@ def markdown(summary: dict[str, Any], figures: Sequence[Path]) -> str:
 
 
 def figure_worst_frames(
-    path: Path, results: Sequence[FrameResult], image_of: Callable[[int], np.ndarray], n: int = 3
+    path: Path, results: Sequence[FrameScore], image_of: Callable[[int], np.ndarray], n: int = 3
 ) -> None:
     """RGB with the query points coloured by relative error, for the ``n`` worst frames (AbsRel)."""
     import matplotlib
@@ -129,7 +129,7 @@ def figure_worst_frames(
     plt.close(fig)
 
 
-def figure_error_vs_depth(path: Path, results: Sequence[FrameResult], bins: int = 10) -> None:
+def figure_error_vs_depth(path: Path, results: Sequence[FrameScore], bins: int = 10) -> None:
     """Median and 90th percentile of the relative error per GT depth bin."""
     import matplotlib
 
@@ -165,7 +165,7 @@ def figure_error_vs_depth(path: Path, results: Sequence[FrameResult], bins: int 
 
 def write_report(
     out_dir: Path,
-    results: Sequence[FrameResult],
+    results: Sequence[FrameScore],
     image_of: Callable[[int], np.ndarray],
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
