@@ -279,7 +279,11 @@ class LocalPath(nn.Module):
         return self._run(_WindowOps(bidx, oy, ox, self.axis_tables(image_size, s8.device)), s8, l1)
 
     def axis_tables(self, image_size: tuple[int, int], device: torch.device) -> tuple[AxisTable, AxisTable]:
-        """(rows, columns) tables of an image size, built on first use and kept (a few kB each)."""
+        """(rows, columns) tables of an image size, built on first use and kept (a few kB each).
+
+        While exporting or tracing (sizes symbolic) they are built afresh: part of the graph."""
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():
+            return tuple(AxisTable.build(n, self.align_corners, device) for n in image_size)
         key = (*image_size, self.align_corners, str(device))
         tables = self._tables.get(key)
         if tables is None:

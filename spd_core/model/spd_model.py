@@ -165,15 +165,21 @@ class SPDModel(nn.Module):
         chunk = max(1, chunk or QUERY_CHUNK.get(uv.device.type, 1024))
         for s in range(0, b * k, chunk):
             e = min(s + chunk, b * k)
-            with autocast(uv.device, precision):
-                feat = self.local.at_windows(feats.s8, feats.l1, bidx[s:e], oy[s:e], ox[s:e], (h, w))
-                log_d = self.dense_head(feat)
-            d = log_d.float().exp()[:, 0]  # [n,2,2] depth at rows oy..oy+1, cols ox..ox+1
+            d = self._unit_depth(feats, bidx[s:e], oy[s:e], ox[s:e], precision)
             wx = (u[s:e] - ox[s:e]).view(-1, 1)
             wy = (v[s:e] - oy[s:e]).view(-1)
             rows = d[:, :, 0] * (1 - wx) + d[:, :, 1] * wx  # [n,2]
             out[s:e] = rows[:, 0] * (1 - wy) + rows[:, 1] * wy
         return torch.where(valid, out, torch.nan).view(b, k)
+
+    def _unit_depth(
+        self, feats: FrameFeatures, bidx: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, precision: str
+    ) -> torch.Tensor:
+        """Metric depth [N,2,2] at rows oy..oy+1, cols ox..ox+1 of N queries (also the ONNX query graph's)."""
+        with autocast(oy.device, precision):
+            feat = self.local.at_windows(feats.s8, feats.l1, bidx, oy, ox, feats.size)
+            log_d = self.dense_head(feat)
+        return log_d.float().exp()[:, 0]
 
     def forward(self, x: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
         """Training forward: x [B,3,H,W] -> dense metric depth [B,1,H,W]."""

@@ -1,0 +1,87 @@
+"""The three ONNX graphs of an SPDModel, as traceable modules with tensor-only signatures.
+
+=======  ==========================================  =====================================
+part     inputs                                      outputs
+=======  ==========================================  =====================================
+encode   image [1,3,H,W] float32 (normalized)         l1 [1,C1,H/4,W/4], s8 [1,D,H/8,W/8]
+query    l1, s8, uv [1,K,2] float32 (network pixels)  depth [1,K] float32, NaN outside
+dense    l1, s8                                      depth [1,1,H,W] float32
+=======  ==========================================  =====================================
+
+H and W are any multiples of 32 and K any count (0 included): the window tables of the exact
+query are computed in the graph from the feature shapes. With fp16 weights the features are
+fp16; the image, uv and depth stay float32 (pixel positions need float32).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from spd_core.model.spd_model import FrameFeatures, SPDModel
+
+FEATURES = ("l1", "s8")  # the FrameFeatures fields the frame graph returns and the others take
+STRIDES = {"l1": 4, "s8": 8}  # network input size / feature map size
+PARTS = ("encode", "query", "dense")
+
+
+def feature_tensors(feats: FrameFeatures) -> tuple[torch.Tensor, ...]:
+    """The frame graph's outputs, in ``FEATURES`` order."""
+    return tuple(getattr(feats, name) for name in FEATURES)
+
+
+def frame_features(*tensors: torch.Tensor) -> FrameFeatures:
+    """FrameFeatures from the tensors in ``FEATURES`` order; the input size follows from l1."""
+    named = dict(zip(FEATURES, tensors, strict=True))
+    l1 = named["l1"]
+    s = STRIDES["l1"]
+    return FrameFeatures(**named, size=(l1.shape[-2] * s, l1.shape[-1] * s))
+
+
+class EncodeGraph(nn.Module):
+    """image [1,3,H,W] float32 -> the frame features (in the weights' dtype)."""
+
+    def __init__(self, model: SPDModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return feature_tensors(self.model.encode(image.to(self.model.dense_head.weight.dtype)))
+
+
+class QueryGraph(nn.Module):
+    """Frame features + uv [1,K,2] -> exact sparse depth [1,K] (SPDModel.query in one pass)."""
+
+    def __init__(self, model: SPDModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, l1: torch.Tensor, s8: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+        feats = frame_features(l1, s8)
+        h, w = feats.size
+        k = uv.shape[1]
+        uv = uv.reshape(k, 2).float()
+        u, v = uv.unbind(-1)
+        # the contract of SPDModel.query: NaN off the image, origins clamped so the 2x2 block fits
+        valid = torch.isfinite(uv).all(-1) & (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
+        u, v = torch.where(valid, u, 0.0), torch.where(valid, v, 0.0)
+        ox, oy = u.floor().long().clamp(0, w - 2), v.floor().long().clamp(0, h - 2)
+        d = self.model._unit_depth(feats, torch.zeros_like(ox), oy, ox, "fp32")
+        wx, wy = (u - ox).view(-1, 1), (v - oy).view(-1)
+        rows = d[:, :, 0] * (1 - wx) + d[:, :, 1] * wx
+        out = rows[:, 0] * (1 - wy) + rows[:, 1] * wy
+        return torch.where(valid, out, torch.nan).view(1, k)
+
+
+class DenseGraph(nn.Module):
+    """Frame features -> dense metric depth [1,1,H,W] float32."""
+
+    def __init__(self, model: SPDModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, l1: torch.Tensor, s8: torch.Tensor) -> torch.Tensor:
+        return self.model.decode_dense(frame_features(l1, s8))
+
+
+GRAPHS = {"encode": EncodeGraph, "query": QueryGraph, "dense": DenseGraph}
