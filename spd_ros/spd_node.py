@@ -89,7 +89,14 @@ class SpdNode(Node):
             raise StartupError("parameter 'checkpoint' is empty; pass -p checkpoint:=/path/model.pt")
         try:
             predictor = DepthPredictor.from_checkpoint(
-                p.checkpoint, p.device, p.precision, p.pixel_budget or None, p.focal_scaling
+                p.checkpoint,
+                p.device,
+                p.precision,
+                p.pixel_budget or None,
+                p.focal_scaling,
+                p.backend,
+                p.onnx_dir or None,
+                [s for s in p.onnx_providers.split(",") if s.strip()] or None,
             )
         except (CheckpointError, ValueError) as e:
             raise StartupError(str(e)) from None
@@ -125,7 +132,7 @@ class SpdNode(Node):
         self.create_timer(1.0, self._publish_diagnostics)
         self.worker.start()
         self.get_logger().info(
-            f"spd_node ready: {p.checkpoint} on {predictor.device} ({p.precision}), "
+            f"spd_node ready: {p.checkpoint} on {predictor.device} ({predictor.backend.name}, {p.precision}), "
             f"pixel budget {predictor.pixel_budget}, "
             f"listening on {'image/compressed' if p.compressed else 'image'}"
         )
