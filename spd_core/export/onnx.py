@@ -112,7 +112,7 @@ def _torchscript(graph: torch.nn.Module, inputs: dict[str, torch.Tensor], part: 
 
 
 def _export_part(graph: torch.nn.Module, inputs: dict[str, torch.Tensor], part: str, exporter: str, tmp: Path):
-    """(ModelProto, exporter used) of one part."""
+    """(ModelProto, exporter used) of one part; ``auto``: dynamo, else TorchScript."""
     if exporter in ("auto", "dynamo"):
         try:
             return _dynamo(graph, inputs, part), "dynamo"
@@ -158,6 +158,10 @@ def export_onnx(
         raise ValueError(f"precision {precision!r} is not one of {PRECISIONS} (ONNX exports are fp32 or fp16)")
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter {exporter!r} is not one of {EXPORTERS}")
+    if precision == "fp16" and exporter != "dynamo":  # its fp16 LayerNormalization mixes float and float16
+        if exporter == "torchscript":
+            raise ValueError("the TorchScript exporter writes fp16 graphs onnxruntime cannot load; use dynamo")
+        exporter = "dynamo"  # auto: no fallback
     size = tuple(example_size or ckpt.input_size)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
