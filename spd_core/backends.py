@@ -1,5 +1,6 @@
-"""Where DepthPredictor's network runs: eager PyTorch (``torch``, default) or onnxruntime on the
-files written by ``spd-export`` (``onnxruntime``).
+"""Where DepthPredictor's network runs: eager PyTorch (``torch``, default), the same compiled by
+``torch.compile`` (``torch.compile``), or onnxruntime on the files written by ``spd-export``
+(``onnxruntime``).
 
 A backend does two things, on tensors in network-input pixels: image tensor -> FrameFeatures,
 and features + pixels -> depth (sparse, or the dense map). Geometry and metric scaling stay in
@@ -20,7 +21,7 @@ from spd_core.export.meta import ModelIdentity
 from spd_core.model.checkpoint import Checkpoint
 from spd_core.model.spd_model import FrameFeatures, SPDModel
 
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "torch.compile", "onnxruntime")
 
 
 class Backend(Protocol):
@@ -34,22 +35,27 @@ class Backend(Protocol):
 
 
 class TorchBackend:
-    """The SPDModel itself, eager, under autocast to ``precision``."""
+    """The SPDModel itself under autocast to ``precision``: eager, or with ``compile`` the frame
+    encode and the dense decode through ``torch.compile`` (measured on 2 CPU cores: encode 1.35x
+    to 1.85x faster, the query within noise of eager, so it stays eager and never recompiles when
+    K changes). The first frame of a new input size compiles: 5 s to a minute on a CPU (the
+    inductor cache keeps it across runs); a second size compiles one dynamic-shape graph."""
 
-    name = "torch"
-
-    def __init__(self, model: SPDModel, precision: str = "fp32") -> None:
+    def __init__(self, model: SPDModel, precision: str = "fp32", compile: bool = False) -> None:
         check_precision(precision, model.device)
         self.model, self.precision = model, precision
+        self.name = "torch.compile" if compile else "torch"
+        wrap = torch.compile if compile else (lambda fn: fn)
+        self._encode, self._dense = wrap(model.encode), wrap(model.decode_dense)
 
     def encode(self, x: torch.Tensor) -> FrameFeatures:
-        return self.model.encode(x, self.precision)
+        return self._encode(x, self.precision)
 
     def query(self, feats: FrameFeatures, uv: torch.Tensor) -> torch.Tensor:
         return self.model.query(feats, uv, self.precision)
 
     def dense(self, feats: FrameFeatures) -> torch.Tensor:
-        return self.model.decode_dense(feats, self.precision)
+        return self._dense(feats, self.precision)
 
 
 class OnnxRuntimeBackend:
@@ -90,8 +96,8 @@ def make_backend(
 ) -> Backend:
     """The backend ``name`` running on ``device`` (the torch backend moves ``model`` there);
     ValueError with one line when it cannot be made."""
-    if name == "torch":
-        return TorchBackend(model.to(device).eval(), precision)
+    if name in ("torch", "torch.compile"):
+        return TorchBackend(model.to(device).eval(), precision, compile=name == "torch.compile")
     if name != "onnxruntime":
         raise ValueError(f"backend {name!r} is not one of {', '.join(BACKENDS)}")
     if ckpt is None or not onnx_dir:

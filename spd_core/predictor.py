@@ -88,7 +88,7 @@ class DepthPredictor:
         """Load ``path`` (raises CheckpointError with a clear line) onto ``device``; the
         onnxruntime backend reads ``onnx_dir`` (default: ``<stem>_onnx/`` beside the checkpoint)."""
         dev = resolve_device(device)
-        model, ckpt = load_model(path, dev if backend == "torch" else "cpu")
+        model, ckpt = load_model(path, "cpu" if backend == "onnxruntime" else dev)
         if backend == "onnxruntime" and not onnx_dir:
             onnx_dir = default_onnx_dir(path)
         return cls.from_model(model, ckpt, dev, precision, pixel_budget, focal_scaling, backend, onnx_dir, providers)

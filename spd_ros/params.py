@@ -57,7 +57,7 @@ DESCRIPTIONS = {
     "checkpoint": ("spd_ros checkpoint (.pt) written by spd-train; required", None),
     "device": ("auto | cpu | cuda | cuda:N", None),
     "precision": ("fp32 | fp16 (CUDA; onnxruntime: the fp16 export) | bf16 (torch only)", None),
-    "backend": ("torch | onnxruntime (runs the spd-export files in onnx_dir)", None),
+    "backend": ("torch | torch.compile | onnxruntime (runs the spd-export files in onnx_dir)", None),
     "onnx_dir": ("directory spd-export wrote; empty = <checkpoint stem>_onnx/ beside the checkpoint", None),
     "onnx_providers": (
         "onnxruntime execution providers, best first (e.g. tensorrt,cuda,cpu); empty = by device",

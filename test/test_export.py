@@ -121,7 +121,8 @@ def test_graphs_take_any_k_and_size_in_plain_onnx_ops(exported) -> None:
     ort = DepthPredictor.from_model(model, ckpt, backend="onnxruntime", onnx_dir=out)
     session = ort.backend.runtime.sessions["query"]
     frame = ort.encode(image((64, 96), 0))
-    feeds = {"l1": frame.features.l1.numpy(), "s8": frame.features.s8.numpy(), "uv": np.zeros((1, 0, 2), np.float32)}
+    nhwc = {name: getattr(frame.features, name).permute(0, 2, 3, 1).numpy() for name in ("l1", "s8")}
+    feeds = {**nhwc, "uv": np.zeros((1, 0, 2), np.float32)}
     assert session.run(None, feeds)[0].shape == (1, 0)
     for part in ("encode", "query", "dense"):
         proto = onnx.load(out / file_name("fp32", part))
@@ -129,7 +130,7 @@ def test_graphs_take_any_k_and_size_in_plain_onnx_ops(exported) -> None:
         assert min(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
         assert {n.domain for n in proto.graph.node} <= {"", "ai.onnx"}
         dims = {i.name: [d.dim_param for d in i.type.tensor_type.shape.dim] for i in proto.graph.input}
-        assert all(dims[name][2] and dims[name][3] for name in dims if name != "uv"), dims
+        assert all(sum(map(bool, dims[name])) == 2 for name in dims if name != "uv"), dims  # H, W
         if part == "query":
             ops = {n.op_type for n in proto.graph.node}
             assert ops & {"GatherND", "Gather"} and dims["uv"][1], (ops, dims)

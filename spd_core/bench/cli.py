@@ -123,8 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend",
         choices=BACKEND_CHOICES,
         default="torch",
-        help="onnxruntime | both: also export the model to ONNX and time encode, dense and each K in "
-        "onnxruntime (both: against eager torch, with the ratio); default torch only",
+        help="onnxruntime | both | all: also export the model to ONNX and time encode, dense and each K "
+        "in onnxruntime (both: against eager torch, with the ratio; all: and torch.compile); default torch only",
     )
     p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto", help="for --backend")
     p.add_argument("--quick", action="store_true", help="atto, 64x96, K 1,16,64, 2 repeats (for tests)")

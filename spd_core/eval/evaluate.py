@@ -197,7 +197,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--figures", type=int, default=3, help="figures of the N worst and N best images")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
-    p.add_argument("--backend", default="torch", choices=BACKENDS, help="onnxruntime: run the spd-export files")
+    p.add_argument(
+        "--backend",
+        default="torch",
+        choices=BACKENDS,
+        help="torch (default) | torch.compile | onnxruntime (the spd-export files)",
+    )
     p.add_argument("--onnx-dir", help="spd-export's directory (default: <checkpoint stem>_onnx/ beside it)")
     p.add_argument(
         "--pixel-budget",
@@ -232,7 +237,7 @@ def run(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
     onnx_dir = args.onnx_dir or default_onnx_dir(args.checkpoint)
     predictor = DepthPredictor.from_model(
-        ckpt.build_model(device if args.backend == "torch" else "cpu"),
+        ckpt.build_model("cpu" if args.backend == "onnxruntime" else device),
         ckpt,
         device,
         args.precision,

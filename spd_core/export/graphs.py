@@ -3,14 +3,17 @@
 =======  ==========================================  =====================================
 part     inputs                                      outputs
 =======  ==========================================  =====================================
-encode   image [1,3,H,W] float32 (normalized)         l1 [1,C1,H/4,W/4], s8 [1,D,H/8,W/8]
+encode   image [1,3,H,W] float32 (normalized)         l1 [1,H/4,W/4,C1], s8 [1,H/8,W/8,D]
 query    l1, s8, uv [1,K,2] float32 (network pixels)  depth [1,K] float32, NaN outside
 dense    l1, s8                                      depth [1,1,H,W] float32
 =======  ==========================================  =====================================
 
 H and W are any multiples of 32 and K any count (0 included): the window tables of the exact
-query are computed in the graph from the feature shapes. With fp16 weights the features are
-fp16; the image, uv and depth stay float32 (pixel positions need float32).
+query are computed in the graph from the feature shapes. The features travel channels-last
+(NHWC; torch's ``channels_last`` NCHW tensors share that memory): the query's window gathers
+index rows and columns of the maps, and an NCHW map would be transposed whole on every query
+call. With fp16 weights the features are fp16; the image, uv and depth stay float32 (pixel
+positions need float32).
 """
 
 from __future__ import annotations
@@ -26,12 +29,12 @@ PARTS = ("encode", "query", "dense")
 
 
 def feature_tensors(feats: FrameFeatures) -> tuple[torch.Tensor, ...]:
-    """The frame graph's outputs, in ``FEATURES`` order."""
+    """The feature maps [1,C,h,w], in ``FEATURES`` order."""
     return tuple(getattr(feats, name) for name in FEATURES)
 
 
 def frame_features(*tensors: torch.Tensor) -> FrameFeatures:
-    """FrameFeatures from the tensors in ``FEATURES`` order; the input size follows from l1."""
+    """FrameFeatures from the maps [1,C,h,w] in ``FEATURES`` order; the input size follows from l1."""
     named = dict(zip(FEATURES, tensors, strict=True))
     l1 = named["l1"]
     s = STRIDES["l1"]
@@ -46,7 +49,8 @@ class EncodeGraph(nn.Module):
         self.model = model
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return feature_tensors(self.model.encode(image.to(self.model.dense_head.weight.dtype)))
+        feats = self.model.encode(image.to(self.model.dense_head.weight.dtype))
+        return tuple(t.permute(0, 2, 3, 1) for t in feature_tensors(feats))  # NHWC
 
 
 class QueryGraph(nn.Module):
@@ -57,7 +61,7 @@ class QueryGraph(nn.Module):
         self.model = model
 
     def forward(self, l1: torch.Tensor, s8: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
-        feats = frame_features(l1, s8)
+        feats = frame_features(l1.permute(0, 3, 1, 2), s8.permute(0, 3, 1, 2))  # NHWC in
         h, w = feats.size
         k = uv.shape[1]
         uv = uv.reshape(k, 2).float()
@@ -81,7 +85,7 @@ class DenseGraph(nn.Module):
         self.model = model
 
     def forward(self, l1: torch.Tensor, s8: torch.Tensor) -> torch.Tensor:
-        return self.model.decode_dense(frame_features(l1, s8))
+        return self.model.decode_dense(frame_features(l1.permute(0, 3, 1, 2), s8.permute(0, 3, 1, 2)))
 
 
 GRAPHS = {"encode": EncodeGraph, "query": QueryGraph, "dense": DenseGraph}

@@ -51,8 +51,8 @@ def _inputs(model: SPDModel, part: str, size: tuple[int, int], dtype: torch.dtyp
         return {"image": torch.randn(1, 3, h, w, generator=g)}
     c1, d = model.encoder.feature_info.channels()[0], model.config.fpn_dim
     feats = {
-        "l1": torch.randn(1, c1, h // 4, w // 4, generator=g),
-        "s8": torch.randn(1, d, h // 8, w // 8, generator=g),
+        "l1": torch.randn(1, h // 4, w // 4, c1, generator=g),  # NHWC
+        "s8": torch.randn(1, h // 8, w // 8, d, generator=g),
     }
     feats = {k: v.to(dtype) for k, v in feats.items()}
     if part == "query":
@@ -63,8 +63,8 @@ def _inputs(model: SPDModel, part: str, size: tuple[int, int], dtype: torch.dtyp
 OUTPUTS = {"encode": list(FEATURES), "query": ["depth"], "dense": ["depth"]}
 AXES = {  # input/output name -> {axis: (multiple of the 32-px block count, name)}
     "image": {2: (32, "H"), 3: (32, "W")},
-    "l1": {2: (8, "H/4"), 3: (8, "W/4")},
-    "s8": {2: (4, "H/8"), 3: (4, "W/8")},
+    "l1": {1: (8, "H/4"), 2: (8, "W/4")},  # NHWC
+    "s8": {1: (4, "H/8"), 2: (4, "W/8")},
 }
 
 
@@ -74,7 +74,9 @@ def _dynamo(graph: torch.nn.Module, inputs: dict[str, torch.Tensor], part: str) 
 
     bh, bw = Dim("blocks_h", min=1, max=MAX_BLOCKS), Dim("blocks_w", min=1, max=MAX_BLOCKS)
     shapes: dict[str, dict[int, Any]] = {
-        name: {ax: m * (bh if ax == 2 else bw) for ax, (m, _) in AXES[name].items()} for name in inputs if name in AXES
+        name: {ax: m * (bh if n.startswith("H") else bw) for ax, (m, n) in AXES[name].items()}
+        for name in inputs
+        if name in AXES
     }
     if "uv" in inputs:
         shapes["uv"] = {1: Dim("K", min=0, max=1 << 24)}

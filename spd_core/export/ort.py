@@ -97,8 +97,8 @@ class OnnxRuntimeModel:
         opts = _provider_options(self.providers, self.directory, precision, self.device)
         self.sessions = {part: self._session(ort, part, so, opts, identity) for part in PARTS}
         self.providers = self.sessions["encode"].get_providers()
-        self._out = {  # output name -> (channels, stride to the network input, dtype)
-            o.name: (o.shape[1], STRIDES[o.name], _TORCH[o.type]) for o in self.sessions["encode"].get_outputs()
+        self._out = {  # output name -> (channels, stride to the network input, dtype); outputs are NHWC
+            o.name: (o.shape[3], STRIDES[o.name], _TORCH[o.type]) for o in self.sessions["encode"].get_outputs()
         }
         log.info("onnxruntime %s (%s) from %s on %s", ort.__version__, precision, self.directory, self.providers)
 
@@ -121,23 +121,29 @@ class OnnxRuntimeModel:
         return session
 
     def _run(self, part: str, inputs: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]) -> None:
-        """Run ``part`` on ``inputs`` into the preallocated ``outputs`` (IO binding, no copies)."""
+        """Run ``part`` on ``inputs`` into the preallocated ``outputs`` (IO binding, no copies).
+
+        Feature maps are channels_last [1,C,h,w] tensors, bound as the NHWC arrays they hold."""
         binding = self.sessions[part].io_binding()
         for bind, tensors in ((binding.bind_input, inputs), (binding.bind_output, outputs)):
             for name, t in tensors.items():
-                dev = t.device
-                bind(name, dev.type, dev.index or 0, _NUMPY[t.dtype], tuple(t.shape), t.data_ptr())
+                shape = (t.shape[0], *t.shape[2:], t.shape[1]) if name in FEATURES else tuple(t.shape)
+                bind(name, t.device.type, t.device.index or 0, _NUMPY[t.dtype], shape, t.data_ptr())
         self.sessions[part].run_with_iobinding(binding)
 
     def _features(self, features: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {name: t.to(self.device).contiguous() for name, t in zip(FEATURES, features, strict=True)}
+        """The maps on this device in channels_last memory (a no-op for this model's own features)."""
+        return {
+            name: t.to(self.device).contiguous(memory_format=torch.channels_last)
+            for name, t in zip(FEATURES, features, strict=True)
+        }
 
     def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """image [1,3,H,W] float32 -> the frame features (``FEATURES`` order)."""
+        """image [1,3,H,W] float32 -> the feature maps [1,C,h,w] (channels_last, ``FEATURES`` order)."""
         image = image.to(self.device, torch.float32).contiguous()
         h, w = image.shape[-2:]
         outs = {
-            name: torch.empty(1, c, h // s, w // s, dtype=dt, device=self.device)
+            name: torch.empty(1, c, h // s, w // s, dtype=dt, device=self.device, memory_format=torch.channels_last)
             for name, (c, s, dt) in self._out.items()
         }
         self._run("encode", {"image": image}, outs)
