@@ -23,6 +23,7 @@ import torch
 from helpers import random_model
 from ros_harness import NodeProcess, RosHarness, fresh_domain_id
 
+from spd_core.eval.evaluate import main as eval_main
 from spd_core.export.cli import main as export_main
 from spd_core.export.meta import OnnxModelError, default_onnx_dir, file_name, file_sha256, weights_sha256
 from spd_core.export.onnx import export_onnx
@@ -240,6 +241,22 @@ def test_missing_onnxruntime_is_one_line_and_torch_never_imports_it(exported) ->
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["torch (1,)", "error onnxruntime is not installed; pip install 'spd_ros[onnx]'"]
+
+
+def test_eval_cli_gives_the_same_metrics_through_onnxruntime(exported, tmp_path: Path) -> None:
+    """spd-eval --backend onnxruntime (the export beside the checkpoint) reports the metrics the torch
+    backend does, dense and sparse, to 1e-4."""
+    _, _, path, _, _ = exported
+    summaries = {}
+    for backend in ("torch", "onnxruntime"):
+        out = tmp_path / backend
+        args = [str(path), "--dataset", "synthetic", "--data", "n=2", "seed=1", "size=[72,112]", "--k", "32"]
+        args += ["--out", str(out), "--figures", "0", "--no-progress", "--device", "cpu", "--backend", backend]
+        assert eval_main(args) == 0
+        summaries[backend] = json.loads((out / "summary.json").read_text())
+    for protocol in ("dense", "sparse"):
+        a, b = summaries["onnxruntime"][protocol], summaries["torch"][protocol]
+        assert a.keys() == b.keys() and all(a[m] == pytest.approx(b[m], rel=1e-4, abs=1e-7) for m in a), protocol
 
 
 @pytest.fixture(scope="module")

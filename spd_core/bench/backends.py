@@ -24,14 +24,19 @@ from spd_core.model.checkpoint import make_checkpoint
 from spd_core.model.spd_model import ModelConfig, SPDModel
 
 BACKEND_CHOICES = ("torch", "onnxruntime", "both", "all")  # all: both + torch.compile
+PAUSE_S = 0.5  # between two backends' runs: their thread pools stop spinning
 
 
 def time_in_turn(
     fns: dict[str, Callable[[], Any]], device: torch.device, repeats: int, warmup: int
 ) -> dict[str, dict[str, Any]]:
-    """time_fn's figures for each of ``fns``, one after another (each after its own warm-up: a
-    backend's thread pool still spinning from the previous one's runs must not count)."""
-    return {name: time_fn(fn, device, repeats, warmup) for name, fn in fns.items()}
+    """time_fn's figures for each of ``fns``, one after another, each after a pause and its own
+    warm-up: a backend's thread pool still spinning from the previous one's runs must not count."""
+    out = {}
+    for name, fn in fns.items():
+        time.sleep(PAUSE_S)
+        out[name] = time_fn(fn, device, repeats, warmup)
+    return out
 
 
 def _phase_fns(backends: dict[str, Backend], x: torch.Tensor, ks: tuple[int, ...]) -> dict[str, dict[str, Callable]]:
