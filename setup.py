@@ -66,6 +66,7 @@ setup(
             "spd-train = spd_core.train.cli:main",
             "spd-eval = spd_core.eval.evaluate:main",
             "spd-bench = spd_core.bench.cli:main",
+            "spd-export = spd_core.export.cli:main",
             "spd-bench-node = spd_ros.bench_node:main",
             "spd-bag-eval = spd_ros.bag_eval:main",
             "spd-demo = spd_ros.demo:main",

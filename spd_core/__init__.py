@@ -6,6 +6,8 @@ Sub-packages, each importing only from those below it (``python -m spd_core._lay
   mapping, pinhole geometry;
 - ``model``: encoder + FPN, the exact local path, checkpoints;
 - ``data``: NYU Depth V2, RGB-D rosbag2, synthetic scenes;
+- ``export``: ONNX export (``spd-export``) and the exported model run by onnxruntime;
+- ``backends``: where DepthPredictor's network runs (torch, torch.compile, onnxruntime);
 - ``predictor``: ``DepthPredictor``, the one inference path;
 - ``eval``: metrics, dataset and bag evaluation, figures;
 - ``train``: config, trainer, losses, ``spd-train``;

@@ -2,7 +2,7 @@
 
     python -m spd_core._layering     # prints every edge; exit 1 on an upward or ROS import
 
-A unit is a sub-package (``model``, ``data``, ``eval``, ``train``, ``bench``) or a top-level
+A unit is a sub-package (``model``, ``data``, ``export``, ``eval``, ``train``, ``bench``) or a top-level
 module. Every import of every module (nested ones too, read from the source, nothing executed)
 must go to a unit of a lower layer or stay inside its own unit; none may name ROS.
 """
@@ -22,12 +22,14 @@ LAYERS: dict[str, int] = {
     "cli_args": 0,
     "model": 1,
     "data": 1,
-    "predictor": 2,
+    "export": 2,
     "config": 2,
-    "eval": 3,
-    "train": 4,
-    "bench": 4,
-    "__init__": 5,
+    "backends": 3,
+    "predictor": 4,
+    "eval": 5,
+    "train": 6,
+    "bench": 6,
+    "__init__": 7,
 }
 FORBIDDEN = ("rcl", "rosidl", "launch", "spd_ros")  # prefixes: the ROS client libraries are all rcl*
 

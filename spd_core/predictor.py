@@ -2,20 +2,26 @@
 
 uint8 image (original size, any aspect ratio) -> isotropic scale to the pixel budget + padding to
 multiples of 32 (:mod:`spd_core.preprocess`) -> encode once -> any number of queries in
-original-image pixels -> exact sparse metric depth, focal-scaled to the camera.
+original-image pixels -> exact sparse metric depth, focal-scaled to the camera. The network runs
+in a backend (:mod:`spd_core.backends`): eager torch by default, or onnxruntime on the files
+``spd-export`` wrote.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from spd_core.device import check_precision, resolve_device
+from spd_core.backends import Backend, make_backend
+from spd_core.device import resolve_device
+from spd_core.export.meta import default_onnx_dir
 from spd_core.model.checkpoint import Checkpoint, load_model
 from spd_core.model.query_plan import PLANNERS, CostModel, QueryPlan
 from spd_core.model.spd_model import FrameFeatures, SPDModel
@@ -46,6 +52,8 @@ class DepthPredictor:
     aspect ratio. ``planner``: how a query call picks its exact execution (windows, shared tiles
     or dense; :mod:`spd_core.model.query_plan`): ``measured`` costs timed once on this device,
     ``macs`` costs in MACs, ``windows`` always per-query windows.
+    ``backend``: where the network runs (default: eager torch, ``model`` on ``device``); the planner
+    applies to the torch backends (the onnxruntime query graph runs per-query windows).
     """
 
     def __init__(
@@ -57,10 +65,11 @@ class DepthPredictor:
         precision: str = "fp32",
         focal_scaling: bool = True,
         planner: str = "measured",
+        backend: Backend | None = None,
     ) -> None:
         self.device = torch.device(device)
-        check_precision(precision, self.device)
-        self.model = model.to(self.device).eval()
+        self.backend = backend or make_backend("torch", model, None, self.device, precision)
+        self.model = model
         self.train_focal = float(train_focal)
         if not math.isfinite(self.train_focal) or self.train_focal <= 0:
             raise ValueError(f"train_focal {train_focal} must be a finite focal length > 0 px")
@@ -85,11 +94,19 @@ class DepthPredictor:
         pixel_budget: int | None = None,
         focal_scaling: bool = True,
         planner: str = "measured",
+        backend: str = "torch",
+        onnx_dir: str | Path | None = None,
+        providers: Sequence[str] | None = None,
     ) -> DepthPredictor:
-        """Load ``path`` (raises CheckpointError with a clear line) onto ``device``."""
+        """Load ``path`` (raises CheckpointError with a clear line) onto ``device``; the
+        onnxruntime backend reads ``onnx_dir`` (default: ``<stem>_onnx/`` beside the checkpoint)."""
         dev = resolve_device(device)
-        model, ckpt = load_model(path, dev)
-        return cls.from_model(model, ckpt, dev, precision, pixel_budget, focal_scaling, planner)
+        model, ckpt = load_model(path, "cpu" if backend == "onnxruntime" else dev)
+        if backend == "onnxruntime" and not onnx_dir:
+            onnx_dir = default_onnx_dir(path)
+        return cls.from_model(
+            model, ckpt, dev, precision, pixel_budget, focal_scaling, planner, backend, onnx_dir, providers
+        )
 
     @classmethod
     def from_model(
@@ -101,10 +118,16 @@ class DepthPredictor:
         pixel_budget: int | None = None,
         focal_scaling: bool = True,
         planner: str = "measured",
+        backend: str = "torch",
+        onnx_dir: str | Path | None = None,
+        providers: Sequence[str] | None = None,
     ) -> DepthPredictor:
-        """``pixel_budget`` None (or 0): the checkpoint's training area, input_size H·W."""
+        """``pixel_budget`` None (or 0): the checkpoint's training area, input_size H·W.
+        ``backend`` torch | onnxruntime (the export of ``ckpt`` in ``onnx_dir``, run by ``providers``)."""
         budget = pixel_budget or ckpt.input_size[0] * ckpt.input_size[1]
-        return cls(model, ckpt.train_focal, budget, device, precision, focal_scaling, planner)
+        dev = torch.device(device)
+        impl = make_backend(backend, model, ckpt, dev, precision, onnx_dir, providers)
+        return cls(model, ckpt.train_focal, budget, dev, precision, focal_scaling, planner, impl)
 
     def geometry(self, image_size: tuple[int, int]) -> InputGeometry:
         """Network-input geometry of an image of ``image_size`` (H, W)."""
@@ -122,7 +145,7 @@ class DepthPredictor:
         """Encode one image (uint8 RGB [H,W,3] or mono [H,W]); ``fx`` in original pixels."""
         geometry = self.geometry((int(image.shape[0]), int(image.shape[1])))
         x = image_to_tensor(image, geometry, self.device)
-        feats = self.model.encode(x, self.precision)
+        feats = self.backend.encode(x)
         return EncodedFrame(feats, geometry, self.depth_scale(geometry, fx))
 
     @torch.inference_mode()
@@ -132,7 +155,7 @@ class DepthPredictor:
         if uv.shape[0] == 0:
             return np.zeros(0, np.float32)
         muv = torch.from_numpy(to_model_pixels(uv, frame.geometry)).to(self.device)
-        d, self.last_plan = self.model.execute(frame.features, muv[None], self.precision, costs=self.costs(frame))
+        d, self.last_plan = self.backend.query(frame.features, muv[None], self.costs(frame))
         return d[0].float().cpu().numpy() * np.float32(frame.depth_scale)
 
     def calibrate(self, image_size: tuple[int, int] | None = None) -> CostModel | None:
@@ -148,7 +171,7 @@ class DepthPredictor:
     def costs(self, frame: EncodedFrame) -> CostModel | None:
         """The planner's costs for ``frame``'s network input size (None: windows only). Measured
         costs are timed once, on the first frame, and scaled to other sizes."""
-        if self.planner == "windows":
+        if self.planner == "windows" or self.backend.name == "onnxruntime":
             return None
         size = frame.features.size
         costs = self._costs.get(size)
@@ -171,7 +194,7 @@ class DepthPredictor:
         bilinearly at every original pixel's model position, exactly as :meth:`query` does."""
         feats = frame.features
         if feats.dense_depth is None:  # kept: later queries on this frame only look up (query_plan)
-            feats.dense_depth = self.model.decode_dense(feats, self.precision)
+            feats.dense_depth = self.backend.dense(feats)
         d = feats.dense_depth
         g = frame.geometry
         if not (g.scale == 1.0 and g.image_size == g.input_size):  # else the map is the answer

@@ -125,7 +125,15 @@ class DepthNodeMixin:
             raise StartupError("parameter 'checkpoint' is empty; pass -p checkpoint:=/path/model.pt")
         try:
             predictor = DepthPredictor.from_checkpoint(
-                p.checkpoint, p.device, p.precision, p.pixel_budget or None, p.focal_scaling, p.planner
+                p.checkpoint,
+                p.device,
+                p.precision,
+                p.pixel_budget or None,
+                p.focal_scaling,
+                p.planner,
+                p.backend,
+                p.onnx_dir or None,
+                [s for s in p.onnx_providers.split(",") if s.strip()] or None,
             )
         except (CheckpointError, ValueError) as e:
             raise StartupError(str(e)) from None

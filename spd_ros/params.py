@@ -29,6 +29,9 @@ class NodeParams:
     checkpoint: str = ""
     device: str = "auto"
     precision: str = "fp32"
+    backend: str = "torch"
+    onnx_dir: str = ""
+    onnx_providers: str = ""
     pixel_budget: int = 0
     cache_size: int = 8
     queue_size: int = 64
@@ -60,7 +63,13 @@ def _floats(lo: float, hi: float) -> FloatingPointRange:
 DESCRIPTIONS = {
     "checkpoint": ("spd_ros checkpoint (.pt) written by spd-train; required", None),
     "device": ("auto | cpu | cuda | cuda:N", None),
-    "precision": ("fp32 | fp16 (CUDA) | bf16", None),
+    "precision": ("fp32 | fp16 (CUDA; onnxruntime: the fp16 export) | bf16 (torch only)", None),
+    "backend": ("torch | torch.compile | onnxruntime (runs the spd-export files in onnx_dir)", None),
+    "onnx_dir": ("directory spd-export wrote; empty = <checkpoint stem>_onnx/ beside the checkpoint", None),
+    "onnx_providers": (
+        "onnxruntime execution providers, best first (e.g. tensorrt,cuda,cpu); empty = by device",
+        None,
+    ),
     "pixel_budget": (
         "pixels the network sees: each image is scaled by one factor (aspect kept) to about this "
         "many, then padded to multiples of 32; 0 = the checkpoint's training area",

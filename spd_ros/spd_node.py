@@ -28,7 +28,7 @@ class SpdNode(DepthNodeMixin, Node):
         predictor = self._build(p)
         self.worker.start()
         self.get_logger().info(
-            f"spd_node ready: {p.checkpoint} on {predictor.device} ({p.precision}), "
+            f"spd_node ready: {p.checkpoint} on {predictor.device} ({predictor.backend.name}, {p.precision}), "
             f"pixel budget {predictor.pixel_budget}, "
             f"listening on {'image/compressed' if p.compressed else 'image'}"
         )

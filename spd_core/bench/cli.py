@@ -2,11 +2,14 @@
 
     spd-bench --device cpu --threads 2 --encoder convnextv2_tiny --size 416x544 --out bench/
     spd-bench --quick            # tiny sizes, few repeats (the test suite runs this)
+    spd-bench --backend both --threads 2 --ks 64 --resolutions none   # + onnxruntime vs eager torch
     spd-bench-node               # round trip through spd_node (spd_ros, needs the ROS 2 wheels)
 
 MACs (convnextv2_tiny at 416×544 and 480×640, on meta tensors), then wall time in one process:
 encode; query for each K; dense decode + lookup at the same K points; the full DPT-D64
-decoder (:mod:`spd_core.model.dpt_reference`). Writes ``bench.json`` and ``bench.md`` to ``--out``.
+decoder (:mod:`spd_core.model.dpt_reference`); with ``--backend onnxruntime|both`` the model
+exported to ONNX and run by onnxruntime against eager torch (:mod:`spd_core.bench.backends`).
+Writes ``bench.json`` and ``bench.md`` to ``--out``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 import timm
 import torch
 
+from spd_core.bench.backends import BACKEND_CHOICES, run_backends
 from spd_core.bench.baseline import run_baseline
 from spd_core.bench.macs import PLAN_ENCODER, mac_crossovers, mac_rows, module_macs
 from spd_core.bench.report import to_markdown
@@ -112,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--macs-encoder", default=PLAN_ENCODER, help="encoder of the MACs tables (default: the plan's)")
     p.add_argument("--macs-only", action="store_true", help="MACs tables only, no timing")
+    p.add_argument(
+        "--backend",
+        choices=BACKEND_CHOICES,
+        default="torch",
+        help="onnxruntime | both | all: also export the model to ONNX and time encode, dense and each K "
+        "in onnxruntime (both: against eager torch, with the ratio; all: and torch.compile); default torch only",
+    )
+    p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto", help="for --backend")
     p.add_argument("--quick", action="store_true", help="atto, 64x96, K 1,16,64, 2 repeats (for tests)")
     p.add_argument("--out", type=Path, default=None, help="directory for bench.json and bench.md")
     return p
@@ -191,6 +203,18 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         if args.resolutions:
             report["resolutions"] = run_resolutions(
                 args.encoder, args.size, args.resolutions, args.device, args.precision, args.repeats, args.warmup
+            )
+        if args.backend != "torch":
+            report["backends"] = run_backends(
+                args.encoder,
+                args.size,
+                args.ks,
+                args.device,
+                args.backend,
+                args.precision,
+                args.repeats,
+                args.warmup,
+                args.exporter,
             )
     report["environment"]["loadavg_after"] = loadavg()
     return report

@@ -181,6 +181,27 @@ def baseline_markdown(run: dict[str, Any]) -> list[str]:
     return lines
 
 
+def backends_markdown(run: dict[str, Any]) -> list[str]:
+    h, w = run["size"]
+    names = list(run["backends"])
+    lines = [
+        f"### Backends: {run['encoder']} {h}×{w}, {run['device']}, {run['precision']}, {run['threads']} threads, "
+        f"median of {run['repeats']} after {run['warmup']} warm-up",
+        "",
+        "| phase | " + " | ".join(f"{n} ms" for n in names) + (" | onnxruntime / torch |" if "ratio" in run else " |"),
+        "|---|" + "---:|" * (len(names) + ("ratio" in run)),
+    ]
+    for phase in run["backends"][names[0]]:
+        cells = [_ms(run["backends"][n][phase]["median_ms"]) for n in names]
+        if "ratio" in run:
+            cells.append(f"{run['ratio'][phase]:.2f}")
+        lines.append(f"| {phase.replace('_k', ' K=')} | " + " | ".join(cells) + " |")
+    if "export_s" in run:
+        used = ", ".join(f"{p} {e}" for p, e in run["exporter"].items())
+        lines += ["", f"ONNX export {run['export_s']:.1f} s ({used}); onnxruntime providers {run['providers']}."]
+    return [*lines, ""]
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     """The whole report as Markdown."""
     env = report["environment"]
@@ -201,6 +222,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines += baseline_markdown(report["baseline"])
     if report.get("resolutions"):
         lines += resolutions_markdown(report["resolutions"])
+    if report.get("backends"):
+        lines += backends_markdown(report["backends"])
     if report.get("node") is not None:
         lines += node_markdown(report["node"])
     return "\n".join(lines) + "\n"

@@ -7,6 +7,7 @@ each uint8 image is encoded once; ``dense(frame)`` gives the dense protocol and
     spd-eval runs/synthetic/best.pt --dataset synthetic --data n=32 seed=1 size=[96,128]
     spd-eval best.pt --dataset nyu --data data_root=/data/nyu filelist=nyudepthv2_test_files_with_gt.txt
     spd-eval best.pt --config config/train_nyu.yaml     # its data.val
+    spd-eval best.pt --backend onnxruntime ...          # the spd-export files in best_onnx/
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from spd_core.backends import BACKENDS
 from spd_core.cli_args import OneLineParser, check_out_dir, nonneg_int, positive_int
 from spd_core.config import (
     ConfigError,
@@ -47,6 +49,7 @@ from spd_core.eval.metrics import (
     sample_query_pixels,
     valid_mask,
 )
+from spd_core.export.meta import default_onnx_dir
 from spd_core.model.checkpoint import CheckpointError, load_checkpoint
 from spd_core.predictor import DepthPredictor
 
@@ -197,6 +200,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
     p.add_argument(
+        "--backend",
+        default="torch",
+        choices=BACKENDS,
+        help="torch (default) | torch.compile | onnxruntime (the spd-export files)",
+    )
+    p.add_argument("--onnx-dir", help="spd-export's directory (default: <checkpoint stem>_onnx/ beside it)")
+    p.add_argument(
         "--pixel-budget",
         type=positive_int,
         metavar="N",
@@ -229,13 +239,16 @@ def run(args: argparse.Namespace) -> dict:
     check_out_dir(out)
     ckpt = load_checkpoint(args.checkpoint)
     device = resolve_device(args.device)
+    onnx_dir = args.onnx_dir or default_onnx_dir(args.checkpoint)
     predictor = DepthPredictor.from_model(
-        ckpt.build_model(device, f"checkpoint {args.checkpoint}"),
+        ckpt.build_model("cpu" if args.backend == "onnxruntime" else device, f"checkpoint {args.checkpoint}"),
         ckpt,
         device,
         args.precision,
         args.pixel_budget,
         not args.no_focal_scaling,
+        backend=args.backend,
+        onnx_dir=onnx_dir,
     )
     spec = _dataset_spec(args, ckpt.metadata)
     dataset = build_dataset(spec, None, "--data")

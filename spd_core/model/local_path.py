@@ -59,6 +59,7 @@ GATHERED = ("s8_2", "merge")  # windows read from full maps (local_s8, L1)
 UPSAMPLED = ("merge", "u_in", "f_in")  # destinations of the ×2 upsamplings
 QUERY_OUT = 2  # a query's output window: the 2×2 pixels around it
 MAX_CACHED_TABLES = 16  # (image size, unit size) table pairs LocalPath keeps
+TRACE_REFERENCE = 256  # axis whose window widths a traced (exported) graph uses for any size
 
 
 def upsample_source_index(
@@ -98,8 +99,12 @@ class AxisTable:
     looks its row up instead of recomputing it. ``width[key]``: the window widths (the widest any
     origin needs; a narrower one is zero-masked at its end)."""
 
-    def __init__(self, n: int, out: int, align_corners: bool, device: torch.device) -> None:
-        if not 2 <= out <= n:
+    def __init__(
+        self, n: int, out: int, align_corners: bool, device: torch.device, widths: dict[str, int] | None = None
+    ) -> None:
+        """``widths``: fixed window widths (at least what any origin needs) instead of the widest
+        origin's, for a traced graph where ``n`` is symbolic."""
+        if widths is None and not 2 <= out <= n:
             raise ValueError(f"unit of {out} output pixels does not fit an axis of {n}")
         self.n, self.out = n, out
         size = {k: n // s for k, s in STRIDE.items()}
@@ -115,7 +120,7 @@ class AxisTable:
                     pos[dst].clamp(0, size[dst] - 1), size[key], size[dst], align_corners
                 )
                 origin[key] = i0.min(1).values
-                self.width[key] = int((i1.max(1).values - origin[key]).max()) + 1
+                self.width[key] = widths[key] if widths else int((i1.max(1).values - origin[key]).max()) + 1
                 up[dst] = (i0 - origin[key][:, None], i1 - origin[key][:, None], lam)
             pos[key] = origin[key][:, None] + torch.arange(self.width[key])
         inside = {k: ((p >= 0) & (p < size[k])).float() for k, p in pos.items()}
@@ -130,8 +135,9 @@ class AxisTable:
     def _pack(cols: dict[str, torch.Tensor], device: torch.device) -> tuple[torch.Tensor, dict[str, slice]]:
         slices, start = {}, 0
         for name, t in cols.items():
-            slices[name] = slice(start, start + t.shape[1])
-            start += t.shape[1]
+            width = int(t.shape[1])  # a constant, also in a traced graph
+            slices[name] = slice(start, start + width)
+            start += width
         return torch.cat(list(cols.values()), 1).to(device), slices
 
     def rows(self, origin: torch.Tensor) -> AxisRows:
@@ -276,6 +282,8 @@ class LocalPath(nn.Module):
     ) -> tuple[AxisTable, AxisTable]:
         """(rows, columns) tables of an image size and unit size, built on first use and kept (kB each)."""
         outs = (out, out) if isinstance(out, int) else tuple(out)
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():  # exporting: sizes are symbolic
+            return tuple(self._traced_table(n, o, device) for n, o in zip(image_size, outs, strict=True))
         key = (*image_size, *outs, self.align_corners, str(device))
         tables = self._tables.get(key)
         if tables is None:
@@ -284,3 +292,9 @@ class LocalPath(nn.Module):
             tables = tuple(AxisTable(n, o, self.align_corners, device) for n, o in zip(image_size, outs, strict=True))
             self._tables[key] = tables
         return tables
+
+    def _traced_table(self, n: int, out: int, device: torch.device) -> AxisTable:
+        """A table built inside a traced graph (part of it), with the widths of a concrete axis of
+        TRACE_REFERENCE pixels: they do not grow with the axis beyond the smallest maps."""
+        widths = AxisTable(TRACE_REFERENCE, out, self.align_corners, torch.device("cpu")).width
+        return AxisTable(n, out, self.align_corners, device, widths)

@@ -142,6 +142,27 @@ def create_encoder(name: str, weights: str | None = None, drop_path_rate: float 
     return timm.create_model(full, pretrained=True, **kwargs)
 
 
+def query_origins(
+    uv: torch.Tensor, size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Query pixels uv [N,2] on a network input of ``size`` -> (valid, u, v, oy, ox): finite and on
+    the image; u, v with invalid ones at 0; the 2×2 origin (floor, clamped so the block fits)."""
+    h, w = size
+    u, v = uv.unbind(-1)
+    valid = torch.isfinite(uv).all(-1) & (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
+    u, v = torch.where(valid, u, 0.0), torch.where(valid, v, 0.0)
+    return valid, u, v, v.floor().long().clamp(0, h - 2), u.floor().long().clamp(0, w - 2)
+
+
+def bilinear_blend(
+    d: torch.Tensor, u: torch.Tensor, v: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor
+) -> torch.Tensor:
+    """Depth at (u, v) [N] from the 2×2 depths d [N,2,2] at rows oy, oy+1 and columns ox, ox+1."""
+    wx, wy = (u - ox).view(-1, 1), (v - oy).view(-1)
+    rows = d[:, :, 0] * (1 - wx) + d[:, :, 1] * wx  # [N,2]: depth at rows oy, oy+1
+    return rows[:, 0] * (1 - wy) + rows[:, 1] * wy
+
+
 class SPDModel(nn.Module):
     """Encoder + DPT FPN + local path + dense_head; depth = exp(dense_head(·))."""
 
@@ -208,12 +229,7 @@ class SPDModel(nn.Module):
             raise ValueError(f"uv must be [B={b},K,2], got {tuple(uv.shape)}")
         k = uv.shape[1]
         dev = feats.local_s8.device
-        uv = uv.to(device=dev, dtype=torch.float32).reshape(b * k, 2)
-        u, v = uv.unbind(-1)
-        valid = torch.isfinite(uv).all(-1) & (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
-        u, v = torch.where(valid, u, 0.0), torch.where(valid, v, 0.0)
-        ox = u.floor().long().clamp(0, w - 2)
-        oy = v.floor().long().clamp(0, h - 2)
+        valid, u, v, oy, ox = query_origins(uv.to(device=dev, dtype=torch.float32).reshape(b * k, 2), (h, w))
         bidx = torch.arange(b, device=dev).repeat_interleave(k)
         # queries sharing a 2×2 origin share its depths: plan and run the distinct origins only
         (ub, uy, ux), inverse = (bidx, oy, ox), None
@@ -236,10 +252,7 @@ class SPDModel(nn.Module):
                 d[plan.tiled] = self._tiled_depth(feats, plan, uy, ux, chunk, precision)
             if inverse is not None:
                 d = d[inverse]
-        wx, wy = (u - ox).view(-1, 1), (v - oy).view(-1)
-        rows = d[:, :, 0] * (1 - wx) + d[:, :, 1] * wx  # [n,2]: depth at rows oy, oy+1
-        out = rows[:, 0] * (1 - wy) + rows[:, 1] * wy
-        return torch.where(valid, out, torch.nan).view(b, k), plan
+        return torch.where(valid, bilinear_blend(d, u, v, oy, ox), torch.nan).view(b, k), plan
 
     def _unit_depth(
         self, feats: FrameFeatures, bidx: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, out: int, precision: str
