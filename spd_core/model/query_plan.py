@@ -104,18 +104,22 @@ def mac_costs(tables: dict[int, tuple[AxisTable, AxisTable]], c1: int, dim: int,
 
 
 def _tiles(bidx: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, size: tuple[int, int], t: int):
-    """The T×T tile of each query (its 2×2 pixels inside): (tile id per query, counts, tile origins).
+    """The T×T tile of each query (its 2×2 pixels inside) on the grid of every tile of the batch:
+    (tile id per query, queries per tile, a function from tile ids to their (batch, y0, x0)).
 
     Tiles start every T-1 pixels (the last one flush with the border), so any 2×2 block lies in one.
+    Counting is a bincount over the grid (O(K + tiles), no sort).
     """
     (h, w), step = size, t - 1
     ny, nx = (h - 2) // step + 1, (w - 2) // step + 1
     key = (bidx * ny + oy // step) * nx + ox // step
-    uniq, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
-    tb, rest = uniq // (ny * nx), uniq % (ny * nx)
-    y0 = torch.clamp((rest // nx) * step, max=h - t)
-    x0 = torch.clamp((rest % nx) * step, max=w - t)
-    return inverse, counts, (tb, y0, x0)
+    counts = torch.bincount(key, minlength=(int(bidx[-1]) + 1) * ny * nx)
+
+    def origins(tile: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        rest = tile % (ny * nx)
+        return tile // (ny * nx), (rest // nx * step).clamp(max=h - t), (rest % nx * step).clamp(max=w - t)
+
+    return key, counts, origins
 
 
 def plan_queries(
@@ -144,15 +148,17 @@ def plan_queries(
         at_best = 2 * costs.call + -(-k // (t - 1) ** 2) * tile_cost
         if t > min(size) or k < 2 or at_best >= min(best.cost, dense_cost):
             continue
-        tile_of, counts, (tb, y0, x0) = _tiles(bidx, oy, ox, size, t)
+        tile_of, counts, origins = _tiles(bidx, oy, ox, size, t)
         shared = tile_cost < counts * costs.window  # per tile: one tile run beats its queries' windows
-        if not bool(shared.any()):
+        n_tiles = int(shared.sum())
+        if n_tiles == 0:
             continue
-        n_tiles, n_single = int(shared.sum()), int(counts[~shared].sum())
+        n_single = k - int(counts[shared].sum())
         cost = costs.call * (1 + (n_single > 0)) + n_tiles * tile_cost + n_single * costs.window
         if cost < best.cost:
             tiled_mask = shared[tile_of]
             renumber = torch.cumsum(shared.long(), 0) - 1  # tile index among the shared ones
+            tb, y0, x0 = origins(torch.nonzero(shared)[:, 0])
             best = QueryPlan(
                 "tiles",
                 cost,
@@ -161,9 +167,9 @@ def plan_queries(
                 windows=everyone[~tiled_mask],
                 tiled=everyone[tiled_mask],
                 tile_of=renumber[tile_of[tiled_mask]],
-                tile_bidx=tb[shared],
-                tile_oy=y0[shared],
-                tile_ox=x0[shared],
+                tile_bidx=tb,
+                tile_oy=y0,
+                tile_ox=x0,
             )
     if dense_cost < best.cost:
         return QueryPlan("dense", dense_cost, dense_cost)
