@@ -103,6 +103,16 @@ def mac_costs(tables: dict[int, tuple[AxisTable, AxisTable]], c1: int, dim: int,
     )
 
 
+def tiles_per_pass(t: int, chunk: int) -> int:
+    """T×T tiles per batched pass: about the memory of ``chunk`` query windows (the widest window of
+    a query, u_in, is 8×8; a tile's is about (T+4)²)."""
+    return max(1, chunk * 64 // (t + 4) ** 2)
+
+
+def _passes(n: int, per_pass: int) -> int:
+    return -(-n // per_pass)
+
+
 def _tiles(bidx: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, size: tuple[int, int], t: int):
     """The T×T tile of each query (its 2×2 pixels inside) on the grid of every tile of the batch:
     (tile id per query, queries per tile, a function from tile ids to their (batch, y0, x0)).
@@ -129,11 +139,13 @@ def plan_queries(
     size: tuple[int, int],
     costs: CostModel | None,
     dense_kept: bool = False,
+    chunk: int = 256,
 ) -> QueryPlan:
     """The cheapest exact execution for queries with distinct 2×2 origins (oy, ox) [K] in batch ``bidx``.
 
     ``costs`` None: windows for every query (the pure O(K) path). ``dense_kept``: the frame already
-    holds its dense map, so a lookup is all it takes.
+    holds its dense map, so a lookup is all it takes. ``chunk``: queries per window pass (each
+    pass, and each pass of :func:`tiles_per_pass` tiles, costs ``costs.call`` once).
     """
     k = len(oy)
     everyone = torch.arange(k, device=oy.device)
@@ -142,10 +154,10 @@ def plan_queries(
     if costs is None or k == 0:
         return QueryPlan("windows", 0.0, 0.0, windows=everyone)
     dense_cost = costs.dense + k * costs.lookup
-    best = QueryPlan("windows", costs.call + k * costs.window, dense_cost, windows=everyone)
+    best = QueryPlan("windows", _passes(k, chunk) * costs.call + k * costs.window, dense_cost, windows=everyone)
     for t, tile_cost in costs.tile.items():
         # even if every tile held the most distinct origins it can, (T-1)², it could not win
-        at_best = 2 * costs.call + -(-k // (t - 1) ** 2) * tile_cost
+        at_best = costs.call + -(-k // (t - 1) ** 2) * tile_cost
         if t > min(size) or k < 2 or at_best >= min(best.cost, dense_cost):
             continue
         tile_of, counts, origins = _tiles(bidx, oy, ox, size, t)
@@ -154,7 +166,8 @@ def plan_queries(
         if n_tiles == 0:
             continue
         n_single = k - int(counts[shared].sum())
-        cost = costs.call * (1 + (n_single > 0)) + n_tiles * tile_cost + n_single * costs.window
+        passes = _passes(n_tiles, tiles_per_pass(t, chunk)) + _passes(n_single, chunk)
+        cost = passes * costs.call + n_tiles * tile_cost + n_single * costs.window
         if cost < best.cost:
             tiled_mask = shared[tile_of]
             renumber = torch.cumsum(shared.long(), 0) - 1  # tile index among the shared ones

@@ -27,7 +27,7 @@ from torch import nn
 from spd_core.device import autocast
 from spd_core.model.fpn import DPTFPN
 from spd_core.model.local_path import QUERY_OUT, LocalPath
-from spd_core.model.query_plan import TILE_SIZES, CostModel, QueryPlan, mac_costs, plan_queries
+from spd_core.model.query_plan import TILE_SIZES, CostModel, QueryPlan, mac_costs, plan_queries, tiles_per_pass
 
 log = logging.getLogger(__name__)
 
@@ -236,8 +236,8 @@ class SPDModel(nn.Module):
         if costs is not None and b * k > 1 and feats.dense_depth is None:
             key, inverse = torch.unique((bidx * h + oy) * w + ox, return_inverse=True)
             ub, uy, ux = key // (h * w), key % (h * w) // w, key % w
-        plan = plan_queries(ub, uy, ux, (h, w), costs, feats.dense_depth is not None)
         chunk = max(1, chunk or QUERY_CHUNK.get(dev.type, 1024))
+        plan = plan_queries(ub, uy, ux, (h, w), costs, feats.dense_depth is not None, chunk)
         if plan.mode in ("dense", "lookup"):
             if feats.dense_depth is None:
                 feats.dense_depth = self.decode_dense(feats, precision)
@@ -268,7 +268,7 @@ class SPDModel(nn.Module):
     ) -> torch.Tensor:
         """The 2×2 depths [M,2,2] of the plan's tiled queries, read from their shared tiles."""
         t = plan.tile
-        per_pass = max(1, chunk * QUERY_OUT**2 // (t * t))  # tiles per pass: as many pixels as a query chunk
+        per_pass = tiles_per_pass(t, chunk)
         tiles = torch.cat(
             [
                 self._unit_depth(
