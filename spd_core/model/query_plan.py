@@ -23,6 +23,9 @@ import torch
 from spd_core.model.local_path import QUERY_OUT, STRIDE, AxisTable
 
 TILE_SIZES = (8, 16, 32)  # output tiles (T×T pixels) the planner considers
+# sparse only when clearly cheaper: measured costs are noisy, and a wrong dense choice costs at most
+# what dense + lookup costs, while a wrong sparse one has no such bound
+DENSE_MARGIN = 0.85
 PLANNERS = ("measured", "macs", "windows")  # cost model of the planner; "windows": never tiles or dense
 _CONVS = ("m1", "m2", "u1", "u2")  # the dim -> dim 3×3 convs after the stride-8 stage
 
@@ -184,6 +187,6 @@ def plan_queries(
                 tile_oy=y0,
                 tile_ox=x0,
             )
-    if dense_cost < best.cost:
+    if best.cost > DENSE_MARGIN * dense_cost:
         return QueryPlan("dense", dense_cost, dense_cost)
     return best
