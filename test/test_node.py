@@ -169,20 +169,6 @@ def test_stamp_matching(ros, predictor: DepthPredictor) -> None:
     harness.wait_counter("query_messages_unmatched", before + 1)
 
 
-def test_no_markers_unless_enabled(ros) -> None:
-    """publish_markers defaults to false: no depth_markers publisher at all, nothing on the topic
-    while answers flow (the enabled case: test_lifecycle_node)."""
-    harness, _ = ros
-    t0 = new_stamps()
-    send_frame(harness, 20, t0)
-    harness.subscribe_markers()
-    for _ in range(3):
-        harness.send_queries(t0, [(20, 30)])
-        assert np.isfinite(harness.next_answer()["depth"]).all()
-    assert harness.node.count_publishers(f"/{NAMESPACE}/depth_markers") == 0
-    assert harness.markers.empty()
-
-
 def test_bad_images_are_rejected_and_counted(ros, predictor: DepthPredictor) -> None:
     from sensor_msgs.msg import Image
 

@@ -126,3 +126,17 @@ def test_frames_of_changing_size_are_answered_in_their_own_pixels(setup) -> None
         np.testing.assert_allclose(a["depth"], expect, rtol=1e-5)
         fy = frames[stamp][2]
         np.testing.assert_allclose(a["y"] * fy / a["z"], uv[:, 1] - ((k0[3] + 0.5) * fy / k0[1] - 0.5), atol=1e-3)
+
+
+def test_no_markers_unless_enabled(setup) -> None:
+    """publish_markers defaults to false: no depth_markers publisher at all, nothing on the topic
+    while answers flow (the enabled case: test_lifecycle_node)."""
+    harness, _ = setup
+    stamp = float(next(STAMPS))
+    harness.send_image(image((120, 160), 20), stamp)
+    harness.subscribe_markers()
+    for _ in range(3):
+        harness.send_queries(stamp, [(20, 30)])
+        assert np.isfinite(harness.next_answer()["depth"]).all()
+    assert harness.node.count_publishers("/depth_markers") == 0
+    assert harness.markers.empty()
