@@ -17,7 +17,7 @@ from spd_core.bench.cli import main
 from spd_core.bench.flops import count_macs
 from spd_core.bench.macs import PLAN_MACS
 from spd_core.bench.report import baseline_markdown
-from spd_core.bench.timing import _query_points, crossover
+from spd_core.bench.timing import _query_points, crossover, paired_ratio, time_interleaved
 from spd_core.model.dpt_reference import DPTReferenceDecoder
 
 
@@ -43,8 +43,8 @@ def test_quick_report_is_well_formed(quick_report: tuple[dict, str]) -> None:
         assert run["phases"][phase]["median_ms"] > 0 and run["phases"][phase]["runs"] == 2
     for r in run["per_k"]:
         assert r["query"]["median_ms"] > 0 and r["dense_lookup"]["median_ms"] > 0
-        assert r["ratio"] == pytest.approx(r["query"]["median_ms"] / r["dense_lookup"]["median_ms"])
-        assert r["planned_ratio"] == pytest.approx(r["planned"]["median_ms"] / r["dense_lookup"]["median_ms"])
+        assert r["ratio"] == pytest.approx(paired_ratio(r["query"], r["dense_lookup"]))
+        assert r["planned_ratio"] == pytest.approx(paired_ratio(r["planned"], r["dense_lookup"]))
         assert r["plan"]["mode"] in ("windows", "tiles", "dense")  # a fresh frame: never a kept map
         assert r["plan"]["queries_windows"] + r["plan"]["queries_tiled"] <= r["k"]
     costs = run["planner_costs_ms"]
@@ -172,8 +172,13 @@ def test_dav2_small_shaped_baseline() -> None:
     )
     (b,) = run["baselines"]
     assert b["size"] == [70, 98] and [r["k"] for r in b["rows"]] == [1, 64]
+    # one round each: the ratio is that round's; MACs are the models' own (counted on the same calls)
+    assert b["macs"] == count_macs(lambda: DAv2SmallShaped((70, 98)).eval()(torch.randn(1, 3, 70, 98)))[0]
+    assert run["spd_query_macs"]["64"] > run["spd_query_macs"]["1"] > 0
     for r in b["rows"]:
-        assert r["ratio"] == pytest.approx(r["baseline_ms"] / r["spd_ms"]) and r["spd_ms"] > run["spd_encode_ms"]
+        assert r["ratio"] == pytest.approx(r["baseline_ms"] / r["spd_ms"])
+        assert r["spd_macs"] == run["spd_encode_macs"] + run["spd_query_macs"][str(r["k"])]
+        assert r["mac_ratio"] == pytest.approx(b["macs"] / r["spd_macs"])
     assert "DAv2-S forward + lookup ms" in "\n".join(baseline_markdown(run))
 
 
@@ -185,3 +190,16 @@ def test_clustered_query_layout() -> None:
         assert (box.max(0).values - box.min(0).values <= 23).all()
     spread = _query_points(500, (64, 96), torch.device("cpu"), 0)[0]
     assert (spread.max(0).values - spread.min(0).values > torch.tensor([80.0, 50.0])).all()
+
+
+def test_interleaved_rounds_rotate_and_ratios_pair_rounds() -> None:
+    """Each round runs every function once, the first one rotating; a ratio is the median of the
+    rounds' ratios (a slow round slows both sides), not the ratio of two medians."""
+    calls: list[str] = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    timed = time_interleaved(fns, torch.device("cpu"), repeats=4, warmup=1)
+    assert calls == list("abc" + "abc" + "bca" + "cab" + "abc")
+    assert all(t["runs"] == 4 and len(t["runs_ms"]) == 4 for t in timed.values())
+    a = {"runs_ms": [10.0, 40.0, 12.0]}
+    b = {"runs_ms": [5.0, 20.0, 30.0]}  # round 2 was slow for both; round 3 only for b
+    assert paired_ratio(a, b) == pytest.approx(2.0)  # medians would give 12 / 20 = 0.6

@@ -19,9 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spd_core.bench.timing import _query_points, sample_bilinear, time_fn
+from spd_core.bench.flops import count_macs
+from spd_core.bench.timing import _query_points, paired_ratio, sample_bilinear, time_interleaved
+from spd_core.device import autocast
 from spd_core.model.fpn import FeatureFusionBlock
-from spd_core.model.spd_model import FrameFeatures, ModelConfig, SPDModel
+from spd_core.model.spd_model import ModelConfig, SPDModel
 
 log = logging.getLogger(__name__)
 
@@ -82,42 +84,6 @@ class DAv2SmallShaped(nn.Module):
         return self.output_conv2(out)
 
 
-def _spd_times(
-    encoder: str, size: tuple[int, int], device: torch.device, ks: tuple[int, ...], repeats: int, warmup: int, seed: int
-) -> tuple[float, dict[int, float]]:
-    """SPD's frame pass ms and, per K, its planned query ms (a fresh frame each run)."""
-    torch.manual_seed(seed)
-    spd = SPDModel(ModelConfig(encoder=encoder)).eval().to(device)
-    x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(seed)).to(device)
-    feats = spd.encode(x)
-    costs = spd.measure_costs(feats)
-    encode = time_fn(lambda: spd.encode(x), device, repeats, warmup)["median_ms"]
-
-    def query(uv: torch.Tensor) -> Any:
-        return spd.execute(FrameFeatures(feats.l1, feats.local_s8, feats.size), uv, costs=costs)
-
-    queries = {}
-    for k in ks:
-        uv = _query_points(k, size, device, seed)
-        queries[k] = time_fn(lambda uv=uv: query(uv), device, repeats, warmup)["median_ms"]
-    return encode, queries
-
-
-def _baseline_times(
-    size: tuple[int, int], device: torch.device, ks: tuple[int, ...], repeats: int, warmup: int, seed: int
-) -> tuple[float, dict[int, float]]:
-    """The DAv2-S-shaped model's forward ms at input ``size`` and, per K, the lookup ms."""
-    model = DAv2SmallShaped(size).eval().to(device)
-    x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(seed)).to(device)
-    forward = time_fn(lambda: model(x), device, repeats, warmup)["median_ms"]
-    depth = model(x)
-    lookups = {}
-    for k in ks:
-        uv = _query_points(k, size, device, seed)
-        lookups[k] = time_fn(lambda uv=uv: sample_bilinear(depth, uv), device, repeats, warmup)["median_ms"]
-    return forward, lookups
-
-
 @torch.inference_mode()
 def run_baseline(
     encoder: str,
@@ -128,33 +94,90 @@ def run_baseline(
     warmup: int = 1,
     seed: int = 0,
     matches: tuple[str, ...] = ("short_side", "pixels"),
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """SPD (``encoder`` at network input ``size``: frame pass + K planned queries) against the
     DAv2-S-shaped model (forward + lookup) at its input for the same camera, matched by
-    ``matches`` (:func:`dav2_input_size`)."""
-    encode, queries = _spd_times(encoder, size, device, ks, repeats, warmup, seed)
+    ``matches`` (:func:`dav2_input_size`), both in ``precision``.
+
+    Per K, SPD's frame and each baseline's are timed in interleaved rounds
+    (:func:`~spd_core.bench.timing.time_interleaved`); the ratio is the median of the rounds'
+    ratios. MACs (convs and matmuls, :func:`~spd_core.bench.flops.count_macs`) are counted on
+    the same calls: their ratio is what equal efficiency per MAC would give.
+    """
+    torch.manual_seed(seed)
+    spd = SPDModel(ModelConfig(encoder=encoder)).eval().to(device)
+    x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(seed)).to(device)
+    costs = spd.measure_costs(spd.encode(x, precision), precision)
+    models = {m: DAv2SmallShaped(dav2_input_size(size, m)).eval().to(device) for m in matches}
+    inputs = {
+        m: torch.randn(1, 3, *dav2_input_size(size, m), generator=torch.Generator().manual_seed(seed)) for m in matches
+    }
+    inputs = {m: v.to(device) for m, v in inputs.items()}
+
+    def spd_frame(uv: torch.Tensor) -> torch.Tensor:
+        feats = spd.encode(x, precision)
+        return spd.execute(feats, uv, precision, costs=costs)[0]
+
+    def forward(m: str) -> torch.Tensor:
+        with autocast(device, precision):
+            return models[m](inputs[m]).float()
+
+    def dav2_frame(m: str, uv: torch.Tensor) -> torch.Tensor:
+        return sample_bilinear(forward(m), uv)
+
+    frame = time_interleaved(
+        {"spd": lambda: spd.encode(x, precision), **{m: (lambda m=m: forward(m)) for m in matches}},
+        device,
+        repeats,
+        warmup,
+    )
+    feats = spd.encode(x, precision)
+    spd_macs = count_macs(lambda: spd.encode(x, precision))[0]
+    query_macs = {}
+    rows: dict[str, list[dict[str, Any]]] = {m: [] for m in matches}
+    for k in ks:
+        uv = _query_points(k, size, device, seed)
+        buv = {m: _query_points(k, tuple(inputs[m].shape[-2:]), device, seed) for m in matches}
+        fns = {"spd": lambda uv=uv: spd_frame(uv)}
+        fns |= {m: (lambda m=m, uv=buv[m]: dav2_frame(m, uv)) for m in matches}
+        timed = time_interleaved(fns, device, repeats, warmup)
+        query_macs[k] = count_macs(lambda uv=uv: spd.execute(feats.select(0), uv, precision, costs=costs))[0]
+        for m in matches:
+            rows[m].append(
+                {
+                    "k": k,
+                    "spd_ms": timed["spd"]["median_ms"],
+                    "baseline_ms": timed[m]["median_ms"],
+                    "ratio": paired_ratio(timed[m], timed["spd"]),
+                    "spd_macs": spd_macs + query_macs[k],
+                }
+            )
     baselines = []
-    for match in matches:
-        bsize = dav2_input_size(size, match)
-        forward, lookups = _baseline_times(bsize, device, ks, repeats, warmup, seed)
-        log.info("DAv2-S-shaped at %dx%d: forward %.1f ms", *bsize, forward)
-        rows = [
+    for m in matches:
+        macs = count_macs(lambda m=m: forward(m))[0]
+        for r in rows[m]:
+            r["mac_ratio"] = macs / r["spd_macs"]
+        log.info("DAv2-S-shaped at %dx%d: forward %.1f ms", *inputs[m].shape[-2:], frame[m]["median_ms"])
+        baselines.append(
             {
-                "k": k,
-                "spd_ms": encode + queries[k],
-                "baseline_ms": forward + lookups[k],
-                "ratio": (forward + lookups[k]) / (encode + queries[k]),
+                "match": m,
+                "size": list(inputs[m].shape[-2:]),
+                "forward_ms": frame[m]["median_ms"],
+                "forward_ratio": paired_ratio(frame[m], frame["spd"]),
+                "macs": macs,
+                "rows": rows[m],
             }
-            for k in ks
-        ]
-        baselines.append({"match": match, "size": list(bsize), "forward_ms": forward, "rows": rows})
+        )
     return {
         "encoder": encoder,
         "size": list(size),
         "device": str(device),
         "threads": torch.get_num_threads(),
         "repeats": repeats,
-        "spd_encode_ms": encode,
-        "spd_query_ms": {str(k): v for k, v in queries.items()},
+        "precision": precision,
+        "spd_encode_ms": frame["spd"]["median_ms"],
+        "spd_encode_macs": spd_macs,
+        "spd_query_macs": {str(k): v for k, v in query_macs.items()},
         "baselines": baselines,
     }

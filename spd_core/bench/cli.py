@@ -198,7 +198,12 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
             report["timing"].append(run_timing(cfg))
         if args.baseline:
             report["baseline"] = run_baseline(
-                args.encoder, args.size, args.device, repeats=args.repeats, warmup=args.warmup
+                args.encoder,
+                args.size,
+                args.device,
+                repeats=args.repeats,
+                warmup=args.warmup,
+                precision=args.precision,
             )
         if args.resolutions:
             report["resolutions"] = run_resolutions(

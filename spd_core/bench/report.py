@@ -162,22 +162,35 @@ def baseline_markdown(run: dict[str, Any]) -> list[str]:
     h, w = run["size"]
     lines = [
         f"### Against a Depth-Anything-V2-Small-shaped model (ViT-S/14 + DPT D=64, random weights), "
-        f"{run['device']}, {run['threads']} threads, median of {run['repeats']}",
+        f"{run['device']}, {run.get('precision', 'fp32')}, {run['threads']} threads, median of {run['repeats']} "
+        "interleaved rounds",
         "",
-        f"SPD {run['encoder']} at {h}×{w}: frame pass {run['spd_encode_ms']:.1f} ms, + K planned queries.",
+        f"SPD {run['encoder']} at {h}×{w}: frame pass {run['spd_encode_ms']:.1f} ms "
+        f"({run['spd_encode_macs'] / 1e9:.2f} GMACs), + K planned queries.",
         "",
     ]
     for b in run["baselines"]:
         bh, bw = b["size"]
         how = "518-px short side" if b["match"] == "short_side" else "the same pixel count"
         lines += [
-            f"DAv2-S-shaped at {bh}×{bw} ({how}): forward {b['forward_ms']:.1f} ms.",
+            f"DAv2-S-shaped at {bh}×{bw} ({how}): forward {b['forward_ms']:.1f} ms ({b['macs'] / 1e9:.2f} GMACs), "
+            f"{b['forward_ratio']:.2f}× SPD's frame pass.",
             "",
-            "| K | SPD frame + K ms | DAv2-S forward + lookup ms | DAv2-S / SPD |",
-            "|---:|---:|---:|---:|",
+            "| K | SPD frame + K ms | DAv2-S forward + lookup ms | DAv2-S / SPD (time) | SPD GMACs "
+            "| DAv2-S / SPD (MACs) |",
+            "|---:|---:|---:|---:|---:|---:|",
         ]
-        lines += [f"| {r['k']} | {r['spd_ms']:.1f} | {r['baseline_ms']:.1f} | {r['ratio']:.2f}× |" for r in b["rows"]]
+        lines += [
+            f"| {r['k']} | {r['spd_ms']:.1f} | {r['baseline_ms']:.1f} | {r['ratio']:.2f}× | {r['spd_macs'] / 1e9:.2f} "
+            f"| {r['mac_ratio']:.2f}× |"
+            for r in b["rows"]
+        ]
         lines.append("")
+    lines.append(
+        "The MACs ratio is what the two would give at equal efficiency per MAC; time beyond it is how much "
+        "better (or worse) this device runs one model's layers than the other's."
+    )
+    lines.append("")
     return lines
 
 
