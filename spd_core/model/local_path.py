@@ -179,41 +179,53 @@ class _WindowOps:
         self._masks: dict[tuple[str, torch.dtype], torch.Tensor] = {}
 
     def mask(self, x: torch.Tensor, key: str) -> torch.Tensor:
-        """Zero the window positions outside the stage's map (what zero padding sees)."""
+        """Zero the window positions outside the stage's map (what zero padding sees); in place."""
         m = self._masks.get((key, x.dtype))
         if m is None:
             inside = self.ry.inside[key][:, :, None] * self.rx.inside[key][:, None, :]
             m = self._masks[(key, x.dtype)] = inside[:, None].to(x.dtype)
-        return x * m
+        return x.mul_(m)
 
     def gather(self, fmap: torch.Tensor, key: str) -> torch.Tensor:
-        """Window ``key`` of a full map [B,C,h,w] -> [N,C,wy,wx], integer indices only."""
+        """Window ``key`` of a full map [B,C,h,w] -> [N,C,wy,wx] (channels_last), integer indices only:
+        one row gather of whole C-vectors (a view of the map when it is channels_last, as encode keeps it)."""
         rows, cols = self.ry.gather[key], self.rx.gather[key]
-        x = fmap[self.bidx[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+        b, c, h, w = fmap.shape
+        flat = fmap.permute(0, 2, 3, 1).reshape(b * h * w, c)
+        at = (self.bidx[:, None, None] * h + rows[:, :, None]) * w + cols[:, None, :]
+        x = flat.index_select(0, at.reshape(-1)).view(*at.shape, c)
         return self.mask(x.permute(0, 3, 1, 2), key)
 
     def conv(self, layer: nn.Conv2d, x: torch.Tensor, key: str) -> torch.Tensor:
         return self.mask(F.gelu(F.conv2d(x, layer.weight, layer.bias)), key)
 
     def up(self, x: torch.Tensor, dst: str) -> torch.Tensor:
-        """×2 bilinear upsampling of a window [N,C,s,s] evaluated on window ``dst``.
+        """×2 bilinear upsampling of a window [N,C,sy,sx] evaluated on window ``dst``.
 
-        Columns then rows: gather the two source lines per output line (whole C-vectors, NHWC
-        order) and blend them with F.interpolate's weights, zeroed outside the map. The result is
-        channels_last, the layout the next conv runs fastest in.
+        Rows then columns, in NHWC order: gather the two source lines of each output line as whole
+        rows of a flat tensor and blend them with F.interpolate's weights, zeroed outside the map.
+        The result is channels_last, the layout the next conv runs fastest in.
         """
-        n = torch.arange(x.shape[0], device=x.device)[:, None]
-        x = self._lerp_lines(x.permute(0, 3, 2, 1), n, self.rx, dst)  # [N, cols, rows, C]
-        x = self._lerp_lines(x.transpose(1, 2), n, self.ry, dst)
-        return x.permute(0, 3, 1, 2)  # [N, rows, cols, C] -> [N,C,rows,cols]
+        n, c, sy, sx = x.shape
+        units = torch.arange(n, device=x.device)
+        (i0, i1, w1), inside = self.ry.up[dst], self.ry.inside[dst]  # [N,dy]
+        at = units[:, None] * sy
+        flat = x.permute(0, 2, 3, 1).reshape(n * sy, sx * c)
+        x = _lerp(flat, at + i0, at + i1, (inside - w1)[..., None], w1[..., None])  # [N,dy,sx*C]
+        (j0, j1, v1), inside = self.rx.up[dst], self.rx.inside[dst]  # [N,dx]
+        dy = i0.shape[1]
+        at = ((units[:, None] * dy + torch.arange(dy, device=x.device)) * sx)[..., None]  # [N,dy,1]
+        w0, w1 = (inside - v1)[:, None, :, None], v1[:, None, :, None]
+        x = _lerp(x.reshape(n * dy * sx, c), at + j0[:, None], at + j1[:, None], w0, w1)  # [N,dy,dx,C]
+        return x.permute(0, 3, 1, 2)
 
-    @staticmethod
-    def _lerp_lines(x: torch.Tensor, n: torch.Tensor, axis: AxisRows, dst: str) -> torch.Tensor:
-        """Lines of x [N,s,...] at the ``dst`` window's positions -> [N,d,...], zero outside the map."""
-        i0, i1, w1 = axis.up[dst]
-        w1 = w1.to(x.dtype)[:, :, None, None]
-        w0 = axis.inside[dst].to(x.dtype)[:, :, None, None] - w1
-        return x[n, i0] * w0 + x[n, i1] * w1
+
+def _lerp(x: torch.Tensor, at0: torch.Tensor, at1: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor) -> torch.Tensor:
+    """x[at0]·w0 + x[at1]·w1 for rows at0, at1 (any shape S) of x [M,R] -> [*S,R]; w0, w1
+    broadcast against it. Two row gathers (whole rows: fast on the CPU) and two in-place blends."""
+    r = x.shape[1]  # not -1: K may be 0
+    lo = x.index_select(0, at0.reshape(-1)).view(*at0.shape, r).mul_(w0.to(x.dtype))
+    return lo.add_(x.index_select(0, at1.reshape(-1)).view(*at1.shape, r).mul_(w1.to(x.dtype)))
 
 
 class LocalPath(nn.Module):
@@ -237,6 +249,9 @@ class LocalPath(nn.Module):
         self.conv_u1 = conv3(dim, dim)
         self.conv_u2 = conv3(dim, dim)
         self.conv_f = conv3(dim, head_dim)
+        # the windows and the frame's maps are channels_last (SPDModel.encode): so are the weights,
+        # or every conv call would convert them
+        self.to(memory_format=torch.channels_last)
 
     def stride8(self, s8: torch.Tensor) -> torch.Tensor:
         """The stride-8 convs on the whole ``stride_8_map`` [B,s8_dim,H/8,W/8] -> ``local_s8`` [B,dim,H/8,W/8],

@@ -157,36 +157,39 @@ def plan_queries(
     if costs is None or k == 0:
         return QueryPlan("windows", 0.0, 0.0, windows=everyone)
     dense_cost = costs.dense + k * costs.lookup
-    best = QueryPlan("windows", _passes(k, chunk) * costs.call + k * costs.window, dense_cost, windows=everyone)
+    best_cost, best_tiles = _passes(k, chunk) * costs.call + k * costs.window, None
     for t, tile_cost in costs.tile.items():
         # even if every tile held the most distinct origins it can, (T-1)², it could not win
         at_best = costs.call + -(-k // (t - 1) ** 2) * tile_cost
-        if t > min(size) or k < 2 or at_best >= min(best.cost, dense_cost):
+        if t > min(size) or k < 2 or at_best >= min(best_cost, dense_cost):
             continue
         tile_of, counts, origins = _tiles(bidx, oy, ox, size, t)
         shared = tile_cost < counts * costs.window  # per tile: one tile run beats its queries' windows
         n_tiles = int(shared.sum())
         if n_tiles == 0:
             continue
-        n_single = k - int(counts[shared].sum())
+        n_single = k - int((counts * shared).sum())
         passes = _passes(n_tiles, tiles_per_pass(t, chunk)) + _passes(n_single, chunk)
         cost = passes * costs.call + n_tiles * tile_cost + n_single * costs.window
-        if cost < best.cost:
-            tiled_mask = shared[tile_of]
-            renumber = torch.cumsum(shared.long(), 0) - 1  # tile index among the shared ones
-            tb, y0, x0 = origins(torch.nonzero(shared)[:, 0])
-            best = QueryPlan(
-                "tiles",
-                cost,
-                dense_cost,
-                tile=t,
-                windows=everyone[~tiled_mask],
-                tiled=everyone[tiled_mask],
-                tile_of=renumber[tile_of[tiled_mask]],
-                tile_bidx=tb,
-                tile_oy=y0,
-                tile_ox=x0,
-            )
-    if best.cost > DENSE_MARGIN * dense_cost:
+        if cost < best_cost:  # only the winner's index sets are built
+            best_cost, best_tiles = cost, (t, tile_of, shared, origins)
+    if best_cost > DENSE_MARGIN * dense_cost:
         return QueryPlan("dense", dense_cost, dense_cost)
-    return best
+    if best_tiles is None:
+        return QueryPlan("windows", best_cost, dense_cost, windows=everyone)
+    t, tile_of, shared, origins = best_tiles
+    tiled_mask = shared[tile_of]
+    renumber = torch.cumsum(shared.long(), 0) - 1  # tile index among the shared ones
+    tb, y0, x0 = origins(torch.nonzero(shared)[:, 0])
+    return QueryPlan(
+        "tiles",
+        best_cost,
+        dense_cost,
+        tile=t,
+        windows=everyone[~tiled_mask],
+        tiled=everyone[tiled_mask],
+        tile_of=renumber[tile_of[tiled_mask]],
+        tile_bidx=tb,
+        tile_oy=y0,
+        tile_ox=x0,
+    )
