@@ -36,7 +36,7 @@ class CostModel:
 
     window: float  # one query's windows
     tile: dict[int, float]  # one T×T tile, per T
-    dense: float  # the local path on the whole map (+ head)
+    dense: float  # the local path on the whole map (+ head), and a lookup call's fixed part
     lookup: float  # one query looked up in a kept dense map
     unit: str = "MACs"
     call: float = 0.0  # fixed cost of one batched window (or tile) pass: dispatch, tables (0 in MACs)

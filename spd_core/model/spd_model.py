@@ -334,10 +334,15 @@ class SPDModel(nn.Module):
         window = max((windows - one_window) / (n - 1), 1e-6)  # per query, beyond the pass's fixed cost
         call = max(one_window - window, 0.0)
         tiles = {t: max((units(t, 8) - call) / 8, window) for t in TILE_SIZES if t <= min(h, w)}
-        dense = ms(lambda: self.decode_dense(one, precision))
         kept = FrameFeatures(one.l1, one.local_s8, one.size, self.decode_dense(one, precision))
-        uv = (torch.rand(1, n, 2, generator=g) * torch.tensor([w - 1.0, h - 1.0])).to(dev)
-        lookup = ms(lambda: self.execute(kept, uv, precision)) / n
+
+        def lookups(k: int) -> float:
+            uv = (torch.rand(1, k, 2, generator=g) * torch.tensor([w - 1.0, h - 1.0])).to(dev)
+            return ms(lambda: self.execute(kept, uv, precision))
+
+        few, many = lookups(n), lookups(32 * n)
+        lookup = max((many - few) / (31 * n), 1e-6)  # per query; the call's fixed part goes to dense
+        dense = ms(lambda: self.decode_dense(one, precision)) + max(few - n * lookup, 0.0)
         return CostModel(window, tiles, dense, lookup, unit="ms", call=call)
 
     def forward(self, x: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
