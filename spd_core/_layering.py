@@ -17,6 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 LAYERS: dict[str, int] = {
     "device": 0,
+    "clock": 0,
     "preprocess": 0,
     "camera": 0,
     "cli_args": 0,

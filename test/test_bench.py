@@ -17,7 +17,8 @@ from spd_core.bench.cli import main
 from spd_core.bench.flops import count_macs
 from spd_core.bench.macs import PLAN_MACS
 from spd_core.bench.report import baseline_markdown
-from spd_core.bench.timing import _query_points, crossover, paired_ratio, time_interleaved
+from spd_core.bench.timing import _query_points, crossover
+from spd_core.clock import paired_ratio, time_interleaved
 from spd_core.model.dpt_reference import DPTReferenceDecoder
 
 

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from helpers import random_model
 
 from spd_core import SPDModel
+from spd_core.model.spd_model import FrameFeatures
 
 REL_TOL = 1e-4
 
@@ -123,6 +124,19 @@ def test_empty_query_and_chunking(atto: SPDModel) -> None:
         whole = atto.query(feats, uv)
         chunked = atto.query(feats, uv, chunk=7)  # chunk boundaries cross the batch boundary
     torch.testing.assert_close(whole, chunked, rtol=1e-6, atol=0)
+
+
+def test_any_memory_layout_of_the_frame_maps(atto: SPDModel) -> None:
+    """encode keeps l1 and local_s8 channels_last (windows are whole-C-vector gathers from them);
+    the same maps in NCHW layout, as hand-built or exported features may be, give the same answers."""
+    with torch.no_grad():
+        feats = atto.encode(torch.randn(2, 3, 64, 96))
+        assert all(t.is_contiguous(memory_format=torch.channels_last) for t in (feats.l1, feats.local_s8))
+        nchw = FrameFeatures(feats.l1.contiguous(), feats.local_s8.contiguous(), feats.size)
+        assert not nchw.l1.is_contiguous(memory_format=torch.channels_last)
+        uv = query_points(64, 96, 2, n_random=40)
+        torch.testing.assert_close(atto.query(nchw, uv), atto.query(feats, uv), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(atto.decode_dense(nchw), atto.decode_dense(feats), rtol=1e-5, atol=1e-6)
 
 
 def test_batch_elements_do_not_mix(atto: SPDModel) -> None:

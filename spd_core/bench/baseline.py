@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from spd_core.bench.flops import count_macs
-from spd_core.bench.timing import _query_points, paired_ratio, sample_bilinear, time_interleaved
+from spd_core.bench.timing import _query_points, sample_bilinear
+from spd_core.clock import paired_ratio, time_interleaved
 from spd_core.device import autocast
 from spd_core.model.fpn import FeatureFusionBlock
 from spd_core.model.spd_model import ModelConfig, SPDModel
@@ -101,7 +102,7 @@ def run_baseline(
     ``matches`` (:func:`dav2_input_size`), both in ``precision``.
 
     Per K, SPD's frame and each baseline's are timed in interleaved rounds
-    (:func:`~spd_core.bench.timing.time_interleaved`); the ratio is the median of the rounds'
+    (:func:`~spd_core.clock.time_interleaved`); the ratio is the median of the rounds'
     ratios. MACs (convs and matmuls, :func:`~spd_core.bench.flops.count_macs`) are counted on
     the same calls: their ratio is what equal efficiency per MAC would give.
     """

@@ -1,11 +1,11 @@
 """Wall time and peak memory of SPD v15 phases (encode, query K, dense + lookup, full DPT).
 
-CUDA: ``torch.cuda.Event`` pairs around each run, synchronised. CPU: ``time.perf_counter``.
-Every figure is the median of ``repeats`` runs after ``warmup`` runs; per K, windows, planned
-and dense + lookup are timed in interleaved rounds (:func:`time_interleaved`) and their ratios
-are medians of per-round ratios, so a slow spell of the machine cannot favour one. Peak memory: CUDA
-``max_memory_allocated`` above what was allocated before the phase; CPU the peak resident
-set size (``VmHWM``, reset through ``/proc/self/clear_refs``) above the RSS before the phase.
+Times come from :mod:`spd_core.clock`. Every figure is the median of ``repeats`` runs after
+``warmup`` runs; per K, windows, planned and dense + lookup are timed in interleaved rounds and
+their ratios are medians of per-round ratios, so a slow spell of the machine cannot favour one.
+Peak memory: CUDA ``max_memory_allocated`` above what was allocated before the phase; CPU the
+peak resident set size (``VmHWM``, reset through ``/proc/self/clear_refs``) above the RSS before
+the phase.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import ctypes
 import logging
 import re
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from spd_core.clock import paired_ratio, run_ms, stats, time_interleaved
 from spd_core.device import autocast
 from spd_core.model.dpt_reference import dpt_for
 from spd_core.model.spd_model import QUERY_CHUNK, FrameFeatures, ModelConfig, SPDModel
@@ -46,59 +46,11 @@ class TimingConfig:
     layout: str = "random"  # where the queries are (QUERY_LAYOUTS)
 
 
-def _run_ms(fn: Callable[[], Any], device: torch.device) -> float:
-    """Wall time of one ``fn()`` in ms (CUDA: events around it, synchronised)."""
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize(device)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize(device)
-        return start.elapsed_time(end)
-    t0 = time.perf_counter()
-    fn()
-    return (time.perf_counter() - t0) * 1e3
-
-
-def _stats(times: list[float]) -> dict[str, Any]:
-    return {
-        "median_ms": statistics.median(times),
-        "min_ms": min(times),
-        "max_ms": max(times),
-        "runs": len(times),
-        "runs_ms": times,
-    }
-
-
 def time_fn(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int) -> dict[str, Any]:
     """Median / min / max wall time of ``fn()`` in ms over ``repeats`` runs after ``warmup``."""
     for _ in range(warmup):
         fn()
-    return _stats([_run_ms(fn, device) for _ in range(repeats)])
-
-
-def time_interleaved(
-    fns: dict[str, Callable[[], Any]], device: torch.device, repeats: int, warmup: int
-) -> dict[str, dict[str, Any]]:
-    """:func:`time_fn`'s figures for each of ``fns``, timed in rounds: each round runs every function
-    once, the order rotating from round to round, so that a slow spell of the machine (another
-    process, frequency changes) falls on all of them alike. ``runs_ms[i]`` are round i's times;
-    compare two functions with :func:`paired_ratio`."""
-    names = list(fns)
-    for _ in range(warmup):
-        for name in names:
-            fns[name]()
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(repeats):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            times[name].append(_run_ms(fns[name], device))
-    return {name: _stats(t) for name, t in times.items()}
-
-
-def paired_ratio(a: dict[str, Any], b: dict[str, Any]) -> float:
-    """Median over rounds of a's time / b's time (both from one :func:`time_interleaved` call)."""
-    return statistics.median(x / y for x, y in zip(a["runs_ms"], b["runs_ms"], strict=True))
+    return stats([run_ms(fn, device) for _ in range(repeats)])
 
 
 def _rss_kib() -> tuple[int, int]:

@@ -17,13 +17,13 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 from dataclasses import asdict, dataclass, fields
 
 import timm
 import torch
 from torch import nn
 
+from spd_core.clock import time_interleaved
 from spd_core.device import autocast
 from spd_core.model.fpn import DPTFPN
 from spd_core.model.local_path import QUERY_OUT, LocalPath
@@ -304,45 +304,40 @@ class SPDModel(nn.Module):
         return mac_costs(tables, self.local.proj_l1.in_channels, c.local_dim, c.head_dim)
 
     @torch.inference_mode()
-    def measure_costs(self, feats: FrameFeatures, precision: str = "fp32", repeats: int = 5) -> CostModel:
-        """The planner's costs in ms, timed on ``feats``' device and size (best of ``repeats``)."""
+    def measure_costs(self, feats: FrameFeatures, precision: str = "fp32", repeats: int = 7) -> CostModel:
+        """The planner's costs in ms, timed on ``feats``' device and size: every unit in each of
+        ``repeats`` interleaved rounds, each unit's best round (other processes only ever add time,
+        and a slow spell of the machine would otherwise fall on some units and not others)."""
         dev, (h, w) = feats.local_s8.device, feats.size
         one = feats.select(0)
         g = torch.Generator().manual_seed(0)
+        kept = FrameFeatures(one.l1, one.local_s8, one.size, self.decode_dense(one, precision))
 
-        def ms(fn) -> float:
-            fn()  # warm-up (tables, allocator)
-            times = []
-            for _ in range(repeats):
-                if dev.type == "cuda":
-                    torch.cuda.synchronize(dev)
-                t0 = time.perf_counter()
-                fn()
-                if dev.type == "cuda":
-                    torch.cuda.synchronize(dev)
-                times.append((time.perf_counter() - t0) * 1e3)
-            return min(times)  # the least disturbed run: other processes only ever add time
-
-        def units(out: int, n: int) -> float:
+        def units(out: int, n: int):
             oy = torch.randint(0, h - out + 1, (n,), generator=g).to(dev)
             ox = torch.randint(0, w - out + 1, (n,), generator=g).to(dev)
             bidx = torch.zeros(n, dtype=torch.long, device=dev)
-            return ms(lambda: self._unit_depth(one, bidx, oy, ox, out, precision))
+            return lambda: self._unit_depth(one, bidx, oy, ox, out, precision)
+
+        def lookups(k: int):
+            uv = (torch.rand(1, k, 2, generator=g) * torch.tensor([w - 1.0, h - 1.0])).to(dev)
+            return lambda: self.execute(kept, uv, precision)
 
         n = 32
-        one_window, windows = units(QUERY_OUT, 1), units(QUERY_OUT, n)
-        window = max((windows - one_window) / (n - 1), 1e-6)  # per query, beyond the pass's fixed cost
-        call = max(one_window - window, 0.0)
-        tiles = {t: max((units(t, 8) - call) / 8, window) for t in TILE_SIZES if t <= min(h, w)}
-        kept = FrameFeatures(one.l1, one.local_s8, one.size, self.decode_dense(one, precision))
-
-        def lookups(k: int) -> float:
-            uv = (torch.rand(1, k, 2, generator=g) * torch.tensor([w - 1.0, h - 1.0])).to(dev)
-            return ms(lambda: self.execute(kept, uv, precision))
-
-        few, many = lookups(n), lookups(32 * n)
-        lookup = max((many - few) / (31 * n), 1e-6)  # per query; the call's fixed part goes to dense
-        dense = ms(lambda: self.decode_dense(one, precision)) + max(few - n * lookup, 0.0)
+        fns = {
+            "window": units(QUERY_OUT, 1),
+            "windows": units(QUERY_OUT, n),
+            "few": lookups(n),
+            "many": lookups(32 * n),
+        }
+        fns |= {f"tile{t}": units(t, 8) for t in TILE_SIZES if t <= min(h, w)}
+        fns["dense"] = lambda: self.decode_dense(one, precision)
+        best = {k: v["min_ms"] for k, v in time_interleaved(fns, dev, repeats, warmup=1).items()}
+        window = max((best["windows"] - best["window"]) / (n - 1), 1e-6)  # per query, beyond a pass's fixed cost
+        call = max(best["window"] - window, 0.0)
+        tiles = {t: max((best[f"tile{t}"] - call) / 8, window) for t in TILE_SIZES if f"tile{t}" in best}
+        lookup = max((best["many"] - best["few"]) / (31 * n), 1e-6)  # per query; the call's fixed part goes to dense
+        dense = best["dense"] + max(best["few"] - n * lookup, 0.0)
         return CostModel(window, tiles, dense, lookup, unit="ms", call=call)
 
     def forward(self, x: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
